@@ -1,0 +1,68 @@
+"""The ``napari-twinvae`` command line: a thin shell over :mod:`napari_twinvae.core`.
+
+Each subcommand lives in its own module under ``napari_twinvae._commands`` and provides
+``add_parser(subparsers)``, which registers its arguments and sets ``func`` to a function
+``run(args) -> int``. Bad input (``UsageError`` or the core's ``ValueError``) ends with one line
+on stderr and status 2; a failing disk or file system with one line and status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from napari_twinvae import __version__
+
+PROG = "napari-twinvae"
+
+# Subcommand modules in napari_twinvae._commands, in the order `--help` lists them.
+COMMANDS: tuple[str, ...] = ()
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Count cells in label-free time-lapse microscopy with a Twin-VAE.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more detail to stderr")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"napari_twinvae._commands.{name}").add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s"
+    )
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(func(args) or 0)
+    except (UsageError, ValueError) as err:
+        # The core raises ValueError (CheckpointError too) for input it cannot use.
+        print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text or type(err).__name__

@@ -1,0 +1,98 @@
+"""JSON-able configuration dataclasses, stored inside every checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from typing import Any, TypeVar
+
+T = TypeVar("T", bound="JsonConfig")
+
+
+class JsonConfig:
+    """Mixin: dict/JSON round trip that refuses unknown keys with a clear message."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    @classmethod
+    def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+        if not isinstance(data, dict):
+            raise ValueError(f"{cls.__name__} expects a mapping, got {type(data).__name__}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            raise ValueError(f"{cls.__name__} has no setting(s) {', '.join(unknown)}")
+        hints = typing.get_type_hints(cls)
+        values = {name: _coerce(hints[name], value) for name, value in data.items()}
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls: type[T], text: str) -> T:
+        return cls.from_dict(json.loads(text))
+
+
+def _coerce(hint: Any, value: Any) -> Any:
+    """JSON has lists where the dataclasses hold tuples, and dicts for nested configs."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        origin = typing.get_origin(hint)
+    if origin is tuple and isinstance(value, list):
+        return tuple(value)
+    if isinstance(hint, type) and issubclass(hint, JsonConfig) and isinstance(value, dict):
+        return hint.from_dict(value)
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig(JsonConfig):
+    """Shape of the Twin-VAE. The defaults are the paper's network (11,363,331 parameters).
+
+    The decoder's kernel sequence is fixed for 128x128 images, so the image size is not a
+    setting; channel widths, latent size, dropout and slopes are.
+    """
+
+    encoder_channels: tuple[int, ...] = (32, 64, 128, 256)
+    shared_channels: int = 512
+    latent_dim: int = 256
+    regressor_hidden: tuple[int, ...] = (256, 128)
+    dropout: float = 0.1
+    leaky_slope: float = 0.2
+    logvar_max: float = 15.0
+
+    def __post_init__(self) -> None:
+        if len(self.encoder_channels) != 4:
+            raise ValueError("encoder_channels needs 4 widths (128 -> 62 -> 29 -> 13 -> 5 pixels)")
+        if min(self.encoder_channels) < 1 or self.shared_channels < 1 or self.latent_dim < 1:
+            raise ValueError("channel widths and latent_dim must be positive")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError("dropout must lie in [0, 1)")
+
+
+IMAGE_SIZE = 128
+"""Side of the square chamber crop the network sees."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LossWeights(JsonConfig):
+    """Weights of the twin loss (SPEC section 3); the defaults worked best on phase contrast."""
+
+    reconstruction: float = 100.0
+    regression: float = 3.0
+    kld: float = 2.0
+    reconstruction_kind: str = "mse"  # "mse" (phase contrast) or "bce" (bright field)
+    reconstruction_decay: float = 0.0  # per epoch, multiplicative; the paper used 3e-5 with BCE
+
+    def __post_init__(self) -> None:
+        if self.reconstruction_kind not in ("mse", "bce"):
+            raise ValueError("reconstruction_kind must be 'mse' or 'bce'")
+        if min(self.reconstruction, self.regression, self.kld, self.reconstruction_decay) < 0:
+            raise ValueError("loss weights must not be negative")

@@ -1,0 +1,215 @@
+"""Files: atomic writes, image stacks, and safe checkpoints.
+
+Checkpoints hold plain data only (tensors, numbers, strings, dicts) and are read with
+``torch.load(weights_only=True)``, so a file that carries code is refused, never run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import pickle
+import platform
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+CHECKPOINT_FORMAT = "napari-twinvae-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message is one line that says why."""
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Write ``path`` through a temporary file in the same folder, renamed into place at the end.
+
+    A crash, an error or a cancel midway leaves the old file (if any) untouched.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(
+            fd, mode, **({} if "b" in mode else {"newline": "", "encoding": "utf-8"})
+        ) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def read_stack(path: str | os.PathLike, lazy: bool = True) -> np.ndarray:
+    """A TIFF (or any image scikit-image reads) as an array, memory-mapped when the file allows.
+
+    Memory mapping keeps a series larger than RAM on disk; frames are read as they are used.
+    """
+    import tifffile
+
+    source = Path(path)
+    if not source.is_file():
+        raise ValueError(f"{source}: no such file")
+    if source.suffix.lower() in (".tif", ".tiff"):
+        if lazy:
+            with contextlib.suppress(ValueError, tifffile.TiffFileError, OSError):
+                return tifffile.memmap(source, mode="r")
+        try:
+            return tifffile.imread(source)
+        except (tifffile.TiffFileError, ValueError, OSError) as err:
+            raise ValueError(f"{source}: not a readable TIFF ({err})") from None
+    from skimage import io as skio
+
+    try:
+        return np.asarray(skio.imread(source))
+    except (ValueError, OSError) as err:
+        raise ValueError(f"{source}: not a readable image ({err})") from None
+
+
+# -- checkpoints ---------------------------------------------------------------------------
+@dataclasses.dataclass
+class Checkpoint:
+    """A loaded checkpoint: the model (float32, eval mode) and what was stored beside it."""
+
+    model: Any  # TwinVAE
+    config: Any  # ModelConfig
+    normalization: Any  # Normalization
+    summary: dict
+    versions: dict
+    path: Path | None = None
+
+
+def _versions() -> dict[str, str]:
+    import torch
+
+    from napari_twinvae import __version__
+
+    return {
+        "napari_twinvae": __version__,
+        "torch": str(torch.__version__),
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model,
+    *,
+    normalization=None,
+    summary: dict | None = None,
+    half: bool = False,
+) -> Path:
+    """Write ``model`` with its config, normalisation, versions and a training summary, atomically.
+
+    ``half=True`` stores floating weights as float16 (half the size); loading restores float32.
+    """
+    import torch
+
+    from napari_twinvae.core.intensity import Normalization
+
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    norm = normalization if normalization is not None else Normalization()
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_VERSION,
+        "model_config": model.config.to_dict(),
+        "normalization": norm.to_dict(),
+        "state_dict": state,
+        "versions": _versions(),
+        "summary": dict(summary or {}),
+    }
+    with atomic_write(path) as f:
+        torch.save(payload, f)
+    return Path(path)
+
+
+def load_checkpoint(path: str | os.PathLike, device="cpu") -> Checkpoint:
+    """Read a checkpoint safely and rebuild its model in eval mode on ``device``.
+
+    Raises ``CheckpointError`` with a one-line reason for a missing, corrupt or foreign file, a
+    file that carries code, or weights that do not fit the stored config.
+    """
+    import torch
+
+    from napari_twinvae.core.config import ModelConfig
+    from napari_twinvae.core.intensity import Normalization
+    from napari_twinvae.core.model import TwinVAE
+
+    source = Path(path)
+    if not source.is_file():
+        raise CheckpointError(f"{source}: no such checkpoint file")
+    try:
+        payload = torch.load(source, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{source}: refused: the file holds objects or code beyond plain tensors and numbers"
+        ) from None
+    except (
+        RuntimeError,
+        EOFError,
+        OSError,
+        zipfile.BadZipFile,
+        ValueError,
+        KeyError,
+        IndexError,
+        TypeError,
+        AttributeError,
+    ) as err:
+        # A truncated zip, a text file or another format each fail somewhere else in torch.load.
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(f"{source}: not a readable checkpoint ({reason})") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{source}: not a napari-twinvae checkpoint (written by another program)"
+        )
+    if payload.get("format_version", 0) > CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{source}: written by a newer napari-twinvae "
+            f"(format {payload.get('format_version')}); please upgrade"
+        )
+    try:
+        config = ModelConfig.from_dict(payload["model_config"])
+        normalization = Normalization.from_dict(payload.get("normalization") or {})
+        state = payload["state_dict"]
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{source}: damaged checkpoint settings ({err})") from None
+    model = TwinVAE(config)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{source}: damaged checkpoint (no weights)")
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    reshaped = [
+        k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    if missing or unexpected or reshaped:
+        raise CheckpointError(
+            f"{source}: weights do not fit the stored model config "
+            f"({len(missing)} missing, {len(unexpected)} unexpected, {len(reshaped)} of another shape)"
+        )
+    model.load_state_dict(state)
+    from napari_twinvae.core.device import select_device
+
+    model.to(select_device(device)).eval()
+    return Checkpoint(
+        model=model,
+        config=config,
+        normalization=normalization,
+        summary=dict(payload.get("summary") or {}),
+        versions=dict(payload.get("versions") or {}),
+        path=source,
+    )

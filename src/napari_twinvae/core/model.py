@@ -1,0 +1,151 @@
+"""The Twin-VAE (SPEC section 2): two VAEs, natural and synthetic, sharing inner layers and a
+count regressor.
+
+Layout of one twin::
+
+    image 1x128x128 -> outer encoder[twin] -> shared encoder -> mu, logvar -> z
+    z -> regressor -> count
+    z -> expand -> shared decoder -> outer decoder[twin] -> reconstruction 1x128x128
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from napari_twinvae.core.config import IMAGE_SIZE, ModelConfig
+
+DOMAINS = ("natural", "synthetic")
+"""The two twins: real microscopy frames and generated images."""
+
+
+class TwinOutput(NamedTuple):
+    reconstruction: torch.Tensor | None  # (B, 1, 128, 128), None when decoding was skipped
+    mu: torch.Tensor  # (B, latent_dim)
+    logvar: torch.Tensor  # (B, latent_dim)
+    count: torch.Tensor  # (B,)
+
+
+def _outer_encoder(cfg: ModelConfig) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    width = 1
+    for out in cfg.encoder_channels:  # 128 -> 62 -> 29 -> 13 -> 5 pixels
+        layers += [
+            nn.Conv2d(width, out, 5, stride=2),
+            nn.LeakyReLU(cfg.leaky_slope),
+            nn.Dropout(cfg.dropout),
+        ]
+        width = out
+    return nn.Sequential(*layers)
+
+
+def _outer_decoder(cfg: ModelConfig) -> nn.Sequential:
+    c = cfg.encoder_channels
+    # (in, out, kernel, stride): 5 -> 13 -> 29 -> 61 -> 62 pixels, then 62 -> 128 below.
+    steps = [(c[3], c[2], 5, 2), (c[2], c[1], 5, 2), (c[1], c[0], 5, 2), (c[0], c[0], 2, 1)]
+    layers: list[nn.Module] = []
+    for cin, cout, k, s in steps:
+        layers += [
+            nn.ConvTranspose2d(cin, cout, k, stride=s),
+            nn.BatchNorm2d(cout),
+            nn.LeakyReLU(cfg.leaky_slope),
+        ]
+    layers += [nn.ConvTranspose2d(c[0], 1, 6, stride=2), nn.Sigmoid()]
+    return nn.Sequential(*layers)
+
+
+class TwinVAE(nn.Module):
+    """Two variational autoencoders sharing their inner layers and a count regressor."""
+
+    def __init__(self, config: ModelConfig | None = None) -> None:
+        super().__init__()
+        cfg = config if config is not None else ModelConfig()
+        self.config = cfg
+        c = cfg.encoder_channels
+        self.encoders = nn.ModuleDict({d: _outer_encoder(cfg) for d in DOMAINS})
+        self.shared_encoder = nn.Sequential(
+            nn.Conv2d(c[3], cfg.shared_channels, 5, stride=2),  # 5x5 -> 1x1
+            nn.LeakyReLU(cfg.leaky_slope),
+            nn.Dropout(cfg.dropout),
+        )
+        self.mu = nn.Sequential(
+            nn.Linear(cfg.shared_channels, cfg.latent_dim), nn.Dropout(cfg.dropout)
+        )
+        self.logvar = nn.Sequential(
+            nn.Linear(cfg.shared_channels, cfg.latent_dim), nn.Dropout(cfg.dropout)
+        )
+        self.expand = nn.Sequential(
+            nn.Linear(cfg.latent_dim, cfg.shared_channels), nn.Dropout(cfg.dropout)
+        )
+        self.shared_decoder = nn.Sequential(
+            nn.ConvTranspose2d(cfg.shared_channels, c[3], 5, stride=2),  # 1x1 -> 5x5
+            nn.BatchNorm2d(c[3]),
+            nn.LeakyReLU(cfg.leaky_slope),
+        )
+        self.decoders = nn.ModuleDict({d: _outer_decoder(cfg) for d in DOMAINS})
+        widths = (cfg.latent_dim, *cfg.regressor_hidden)
+        regressor: list[nn.Module] = []
+        for cin, cout in zip(widths[:-1], widths[1:], strict=True):
+            regressor += [nn.Linear(cin, cout), nn.Dropout(cfg.dropout)]
+        regressor.append(nn.Linear(widths[-1], 1))
+        self.regressor = nn.Sequential(*regressor)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
+                nn.init.orthogonal_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    # -- the parts -------------------------------------------------------------------------
+    def _features(self, x: torch.Tensor, domain: str) -> torch.Tensor:
+        _check_domain(domain)
+        _check_images(x)
+        return self.shared_encoder(self.encoders[domain](x)).flatten(1)
+
+    def encode(self, x: torch.Tensor, domain: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images (B, 1, 128, 128) in [0, 1] -> (mu, logvar), each (B, latent_dim)."""
+        h = self._features(x, domain)
+        return self.mu(h), self.logvar(h).clamp(max=self.config.logvar_max)
+
+    def reparameterize(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """A sample of z while training; mu itself in eval mode, so inference is deterministic."""
+        if not self.training:
+            return mu
+        return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+
+    def decode(self, z: torch.Tensor, domain: str) -> torch.Tensor:
+        """Latent codes (B, latent_dim) -> images (B, 1, 128, 128) of the given twin."""
+        _check_domain(domain)
+        h = self.expand(z).view(z.shape[0], -1, 1, 1)
+        return self.decoders[domain](self.shared_decoder(h))
+
+    def regress(self, z: torch.Tensor) -> torch.Tensor:
+        """Latent codes (B, latent_dim) -> count estimates (B,)."""
+        return self.regressor(z).squeeze(-1)
+
+    # -- whole passes ----------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, domain: str, decode: bool = True) -> TwinOutput:
+        """One twin's full pass. ``decode=False`` skips the decoders entirely (transfer mode)."""
+        mu, logvar = self.encode(x, domain)
+        z = self.reparameterize(mu, logvar)
+        reconstruction = self.decode(z, domain) if decode else None
+        return TwinOutput(reconstruction, mu, logvar, self.regress(z))
+
+    def count(self, x: torch.Tensor, domain: str = "natural") -> torch.Tensor:
+        """The counting path: outer + shared encoder, mu, regressor. Never runs a decoder."""
+        return self.regress(self.mu(self._features(x, domain)))
+
+
+def _check_domain(domain: str) -> None:
+    if domain not in DOMAINS:
+        raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
+
+
+def _check_images(x: torch.Tensor) -> None:
+    if x.ndim != 4 or x.shape[1] != 1 or x.shape[2:] != (IMAGE_SIZE, IMAGE_SIZE):
+        raise ValueError(
+            f"expected images of shape (batch, 1, {IMAGE_SIZE}, {IMAGE_SIZE}), got {tuple(x.shape)}"
+        )

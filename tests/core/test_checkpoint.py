@@ -1,0 +1,109 @@
+import pathlib
+import pickle
+
+import pytest
+import torch
+
+from napari_twinvae.core import (
+    CheckpointError,
+    ModelConfig,
+    TwinVAE,
+    load_checkpoint,
+    save_checkpoint,
+)
+from napari_twinvae.core.intensity import Normalization
+from napari_twinvae.core.io import atomic_write
+
+SMALL = ModelConfig(
+    encoder_channels=(4, 8, 8, 16), shared_channels=16, latent_dim=8, regressor_hidden=(8, 4)
+)
+
+
+def test_round_trip_keeps_weights_config_and_summary(tmp_path):
+    torch.manual_seed(0)
+    model = TwinVAE(SMALL)
+    path = save_checkpoint(
+        tmp_path / "model.pt",
+        model,
+        summary={"epochs": 3, "mae": 0.5},
+        normalization=Normalization(mode="fixed", low=0, high=4095),
+    )
+    loaded = load_checkpoint(path)
+    assert loaded.config == SMALL
+    assert loaded.summary == {"epochs": 3, "mae": 0.5}
+    assert loaded.normalization.high == 4095
+    assert {"napari_twinvae", "torch"} <= set(loaded.versions)
+    assert not loaded.model.training
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[key], value)
+    assert not list(tmp_path.glob(".*.part"))  # the temporary file was renamed into place
+
+
+def test_half_precision_file_loads_as_float32(tmp_path):
+    model = TwinVAE(SMALL)
+    loaded = load_checkpoint(save_checkpoint(tmp_path / "half.pt", model, half=True))
+    weight = loaded.model.state_dict()["mu.0.weight"]
+    assert weight.dtype == torch.float32
+    assert torch.allclose(weight, model.state_dict()["mu.0.weight"], atol=1e-3)
+
+
+def test_corrupt_and_foreign_files_are_refused(tmp_path):
+    good = save_checkpoint(tmp_path / "good.pt", TwinVAE(SMALL))
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:500])
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(truncated)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": TwinVAE(SMALL).state_dict()}, foreign)
+    with pytest.raises(CheckpointError, match="another program"):
+        load_checkpoint(foreign)
+    with pytest.raises(CheckpointError, match="no such"):
+        load_checkpoint(tmp_path / "missing.pt")
+    text = tmp_path / "notes.pt"
+    text.write_text("hello")
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(text)
+    assert "\n" not in str(err.value)
+
+
+def test_weights_that_do_not_fit_the_config_are_refused(tmp_path):
+    path = save_checkpoint(tmp_path / "m.pt", TwinVAE(SMALL))
+    payload = torch.load(path, weights_only=True)
+    payload["model_config"]["latent_dim"] = 12
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_checkpoint(path)
+
+
+class _Payload:
+    """A pickle that would create a file when unpickled by an unsafe loader."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("writer", ["torch", "pickle"])
+def test_a_pickle_that_carries_code_is_refused_and_never_run(tmp_path, writer):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    payload = {"format": "napari-twinvae-checkpoint", "evil": _Payload(marker)}
+    if writer == "torch":
+        torch.save(payload, path)
+    else:
+        path.write_bytes(pickle.dumps(payload))
+    with pytest.raises(CheckpointError, match="refused"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_atomic_write_keeps_the_old_file_on_error(tmp_path):
+    target = tmp_path / "counts.csv"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_write(target, "w") as f:
+        f.write("half-written")
+        raise RuntimeError("crash")
+    assert target.read_text() == "old"
+    assert list(tmp_path.iterdir()) == [target]
