@@ -1,0 +1,1 @@
+"""napari widgets. napari, magicgui and qtpy are imported here only, never by ``core``."""

@@ -1,0 +1,61 @@
+"""The one place that runs core generators in napari worker threads.
+
+Core work (training, counting) is a plain generator that yields progress and returns a result.
+Widgets hand it snapshots of their inputs, never the viewer, and touch layers only in the
+``yielded`` / ``returned`` slots, which run on the GUI thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from typing import Any
+
+from napari.utils.notifications import show_error
+from superqt.utils import GeneratorWorker
+
+
+class ClosingWorker(GeneratorWorker):
+    """A generator worker that closes its generator when stopped.
+
+    ``quit()`` takes effect at the generator's next ``yield``; closing it there runs the core's
+    ``finally`` blocks in the worker thread, so a cancelled job leaves consistent state behind.
+    """
+
+    def work(self):
+        try:
+            return super().work()
+        finally:
+            self._gen.close()
+
+
+def start_worker(
+    generator_function: Callable[..., Generator],
+    *args: Any,
+    yielded: Callable[[Any], None] | None = None,
+    returned: Callable[[Any], None] | None = None,
+    errored: Callable[[BaseException], None] | None = None,
+    finished: Callable[[], None] | None = None,
+    **kwargs: Any,
+) -> ClosingWorker:
+    """Start ``generator_function(*args, **kwargs)`` in a thread and connect the given slots.
+
+    Errors go to napari's notifications (plus ``errored`` when given); ``finished`` runs after
+    success, error and stop alike, so widgets reset their buttons there.
+    """
+    worker = ClosingWorker(generator_function, *args, **kwargs)
+    if yielded is not None:
+        worker.yielded.connect(yielded)
+    if returned is not None:
+        worker.returned.connect(returned)
+    worker.errored.connect(lambda exc: show_error(_message(exc)))
+    if errored is not None:
+        worker.errored.connect(errored)
+    if finished is not None:
+        worker.finished.connect(finished)
+    worker.start()
+    return worker
+
+
+def _message(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
