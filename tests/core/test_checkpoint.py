@@ -93,7 +93,7 @@ def test_a_pickle_that_carries_code_is_refused_and_never_run(tmp_path, writer):
     if writer == "torch":
         torch.save(payload, path)
     else:
-        path.write_bytes(pickle.dumps(payload))
+        path.write_bytes(pickle.dumps(payload, protocol=2))
     with pytest.raises(CheckpointError, match="refused"):
         load_checkpoint(path)
     assert not marker.exists()

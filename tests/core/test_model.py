@@ -16,7 +16,8 @@ def test_default_config_is_the_papers_network(model):
 
 @pytest.mark.parametrize("domain", DOMAINS)
 def test_forward_shapes(model, domain):
-    out = model.train()(torch.rand(4, 1, 128, 128), domain)
+    with torch.no_grad():
+        out = model.train()(torch.rand(4, 1, 128, 128), domain)
     assert out.reconstruction.shape == (4, 1, 128, 128)
     assert out.mu.shape == (4, 256) and out.logvar.shape == (4, 256)
     assert out.count.shape == (4,)
