@@ -76,6 +76,24 @@ def labeled_count_weights(counts: Sequence[int] | np.ndarray, max_count: int = M
     return histogram_count_weights(np.bincount(values, minlength=max_count + 1), max_count)
 
 
+def counts_from_centres(centres: np.ndarray, n_frames: int | None = None) -> np.ndarray:
+    """Cells per frame from points (frame, y, x); 2D points are one frame.
+
+    Frames up to the last one with a point count as labeled, so a frame left empty counts 0.
+    """
+    points = np.asarray(centres, dtype=np.float64)
+    if points.ndim != 2 or points.shape[1] not in (2, 3):
+        raise ValueError(
+            f"points must be rows of (frame, y, x) or (y, x), got shape {points.shape}"
+        )
+    if points.shape[1] == 2:
+        return np.array([len(points)], dtype=np.int64)
+    frames = np.rint(points[:, 0]).astype(np.int64)
+    if frames.size and frames.min() < 0:
+        raise ValueError("point frames must not be negative")
+    return np.bincount(frames, minlength=0 if n_frames is None else int(n_frames)).astype(np.int64)
+
+
 def sample_counts(n: int, weights: Sequence[float] | np.ndarray, rng=0) -> np.ndarray:
     """``n`` counts drawn from ``weights`` (indexed by count), as int64."""
     p = np.asarray(weights, dtype=np.float64)
@@ -424,7 +442,7 @@ def synthetic_timeseries(preset: str = "pc", n_frames: int = 60, seed: int = 0) 
     shape and gray levels for life, and a daughter appears touching its mother. A little camera
     noise (3 gray levels) makes it look like a recording.
     """
-    cfg = dataclasses.replace(SynthConfig.preset(preset), noise_std=3.0)
+    cfg = timeseries_config(preset)
     if int(n_frames) < 1:
         raise ValueError("a time series needs at least one frame")
     rng = np.random.default_rng(seed)
@@ -472,6 +490,11 @@ def synthetic_timeseries(preset: str = "pc", n_frames: int = 60, seed: int = 0) 
     counts = np.bincount(frame, minlength=int(n_frames)).astype(np.int64)
     centres = np.stack([frame.astype(np.float64), cells.y, cells.x], axis=1)
     return SynthBatch(images, counts, centres)
+
+
+def timeseries_config(preset: str = "pc") -> SynthConfig:
+    """The preset with the sample time series' camera noise."""
+    return dataclasses.replace(SynthConfig.preset(preset), noise_std=3.0)
 
 
 def _looks(cfg: SynthConfig, r: float, rng: np.random.Generator) -> tuple[float, ...]:
