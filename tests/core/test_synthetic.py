@@ -10,6 +10,7 @@ from napari_twinvae.core.synthetic import (
     MAX_COUNT,
     SynthConfig,
     background_image,
+    counts_from_centres,
     estimate_background,
     generate,
     histogram_count_weights,
@@ -180,3 +181,14 @@ def test_synthetic_module_loads_no_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_counts_from_centres_per_frame():
+    points = np.array([[0, 5, 5], [0, 6, 9], [2, 1, 1]], dtype=float)
+    np.testing.assert_array_equal(counts_from_centres(points), [2, 0, 1])
+    np.testing.assert_array_equal(counts_from_centres(points, n_frames=5), [2, 0, 1, 0, 0])
+    np.testing.assert_array_equal(counts_from_centres(points[:, 1:]), [3])
+    batch = generate(7, rng=2)
+    np.testing.assert_array_equal(counts_from_centres(batch.centres, 7), batch.counts)
+    with pytest.raises(ValueError, match="rows"):
+        counts_from_centres(np.zeros((2, 4)))

@@ -102,7 +102,7 @@ def _frame_count_label(widget) -> None:
         viewer.layers.events.inserted.disconnect(_on_step)
         viewer.layers.events.removed.disconnect(_on_step)
 
-    widget.parent_changed.connect(_on_parent_changed)
+    widget.native_parent_changed.connect(_on_parent_changed)
     widget.called.connect(lambda *_: (_on_parent_changed(), _on_step()))
 
 
