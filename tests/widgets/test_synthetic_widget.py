@@ -83,3 +83,18 @@ def test_samples_are_layer_data_tuples():
         assert images.shape == (60, 128, 128) and points.shape[1] == 3
         counts = image_meta["metadata"]["counts"]
         assert len(points) == sum(counts) and points_meta["metadata"]["counts"] == counts
+
+
+def test_frame_count_follows_the_topmost_visible_stack(make_napari_viewer):
+    viewer = make_napari_viewer()
+    widget = synthetic_cells()
+    viewer.window.add_dock_widget(widget)
+    viewer.open_sample(PLUGIN, "synthetic_pc")
+    widget(n_images=3, seed=0)
+    top = viewer.layers[-2]
+    viewer.dims.set_current_step(0, 2)
+    assert widget[-1].value == f"cells in frame 2: {top.metadata['counts'][2]}"
+    top.visible = False
+    viewer.dims.set_current_step(0, 30)
+    pc_counts = viewer.layers[0].metadata["counts"]
+    assert widget[-1].value == f"cells in frame 30: {pc_counts[30]}"

@@ -15,7 +15,7 @@ from magicgui.widgets import Label
 from napari.layers import Image, Points
 from napari.types import LayerDataTuple
 
-from napari_twinvae._widgets._layers import find_owned, owner_tag
+from napari_twinvae._widgets._layers import OWNER_KEY, owner_tag
 from napari_twinvae.core.synthetic import (
     MAX_COUNT,
     PRESETS,
@@ -75,7 +75,7 @@ def _frame_count_label(widget) -> None:
 
     def _on_step(event=None) -> None:
         viewer = viewer_ref.get("viewer")
-        layer = find_owned(viewer, IMAGES_ROLE) if viewer is not None else None
+        layer = _top_synthetic_images(viewer) if viewer is not None else None
         if layer is None:
             label.value = "cells in this frame: -"
             return
@@ -83,6 +83,7 @@ def _frame_count_label(widget) -> None:
         frame = int(viewer.dims.current_step[0]) if layer.ndim == 3 else 0
         frame = min(max(frame, 0), len(counts) - 1)
         label.value = f"cells in frame {frame}: {counts[frame]}"
+        label.tooltip = f"true count in {layer.name}"
 
     def _on_parent_changed(event=None) -> None:
         import napari
@@ -94,6 +95,7 @@ def _frame_count_label(widget) -> None:
         viewer.dims.events.current_step.connect(_on_step)
         viewer.layers.events.inserted.connect(_on_step)
         viewer.layers.events.removed.connect(_on_step)
+        viewer.layers.events.moved.connect(_on_step)
         widget.native.destroyed.connect(lambda *_: _disconnect(viewer))
         _on_step()
 
@@ -101,9 +103,19 @@ def _frame_count_label(widget) -> None:
         viewer.dims.events.current_step.disconnect(_on_step)
         viewer.layers.events.inserted.disconnect(_on_step)
         viewer.layers.events.removed.disconnect(_on_step)
+        viewer.layers.events.moved.disconnect(_on_step)
 
     widget.native_parent_changed.connect(_on_parent_changed)
     widget.called.connect(lambda *_: (_on_parent_changed(), _on_step()))
+
+
+def _top_synthetic_images(viewer):
+    """The topmost visible synthetic image stack: the one the user is looking at."""
+    for layer in reversed(viewer.layers):
+        tag = layer.metadata.get(OWNER_KEY)
+        if layer.visible and isinstance(tag, dict) and tag.get("role") == IMAGES_ROLE:
+            return layer
+    return None
 
 
 @magic_factory(
