@@ -250,7 +250,7 @@ def place_cells(counts: np.ndarray, config: SynthConfig, rng: np.random.Generato
 
     Cell ``j`` of every image is placed in the same round: each image draws a batch of candidate
     circles inside its margins and keeps the first one that overlaps no earlier cell by more than
-    ``config.overlap``. Late rounds try the smallest radius, so even 30 cells always fit.
+    ``config.overlap``. Late rounds try the smallest radius, so 30 cells fit the authors' chambers.
     """
     counts = np.asarray(counts, dtype=np.int64)
     b = counts.size
