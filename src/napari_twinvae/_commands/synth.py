@@ -8,11 +8,8 @@ so that napari opens it as a Points layer over ``images.tif``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 from napari_twinvae.cli import UsageError
@@ -42,7 +39,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from napari_twinvae.core.io import atomic_write, read_stack
+    from napari_twinvae.core.io import atomic_write, read_stack, write_tiff
     from napari_twinvae.core.synthetic import PRESETS, SynthConfig, generate
 
     if args.preset not in PRESETS:
@@ -73,23 +70,3 @@ def run(args: argparse.Namespace) -> int:
             writer.writerow([i, int(frame), f"{y:.3f}", f"{x:.3f}"])
     log.info("wrote %d images with %d cells to %s", args.n, len(batch.centres), out)
     return 0
-
-
-def write_tiff(path: Path, images) -> None:
-    """A float32 stack as TIFF with no timestamp or version tags, so equal data gives equal bytes.
-
-    Written to a temporary file beside ``path`` and renamed into place, like ``atomic_write``
-    (tifffile needs a named file, which ``atomic_write``'s descriptor is not).
-    """
-    import tifffile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        tifffile.imwrite(tmp, images, photometric="minisblack", metadata=None, software=None)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

@@ -23,6 +23,17 @@ CHECKPOINT_FORMAT = "napari-twinvae-checkpoint"
 CHECKPOINT_VERSION = 1
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once at import: mkstemp creates files readable by the owner only, while a result file
+# should get the permissions any other new file of the user gets.
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message is one line that says why."""
 
@@ -37,9 +48,10 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     try:
-        with os.fdopen(
-            fd, mode, **({} if "b" in mode else {"newline": "", "encoding": "utf-8"})
-        ) as f:
+        os.chmod(tmp, _FILE_MODE)
+        os.close(fd)  # reopened by name: some writers (tifffile) need the file's path
+        text = {} if "b" in mode else {"newline": "", "encoding": "utf-8"}
+        with open(tmp, mode, **text) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -48,6 +60,16 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_tiff(path: str | os.PathLike, images: np.ndarray) -> Path:
+    """An image stack as TIFF, atomically, with no timestamp or version tags: equal data gives
+    equal bytes, so a seeded run is reproducible down to the file."""
+    import tifffile
+
+    with atomic_write(path) as f:
+        tifffile.imwrite(f, images, photometric="minisblack", metadata=None, software=None)
+    return Path(path)
 
 
 def read_stack(path: str | os.PathLike, lazy: bool = True) -> np.ndarray:
