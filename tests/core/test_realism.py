@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+
+from napari_twinvae.core.realism import RealismConfig, harden, smooth_field
+from napari_twinvae.core.synthetic import SynthConfig, generate
+
+
+def test_harden_is_seeded_shaped_and_in_range():
+    batch = generate(16, SynthConfig.preset("pc"), rng=1)
+    first = harden(batch.images, rng=3)
+    assert first.shape == batch.images.shape and first.dtype == np.float32
+    assert first.min() >= 0.0 and first.max() <= 1.0
+    np.testing.assert_array_equal(first, harden(batch.images, rng=3))
+    assert not np.array_equal(first, harden(batch.images, rng=4))
+    assert np.abs(first - batch.images).mean() > 0.01  # it really changes the pictures
+    np.testing.assert_array_equal(
+        batch.images, generate(16, SynthConfig.preset("pc"), rng=1).images
+    )
+
+
+def test_no_distortion_settings_keep_the_image():
+    images = generate(4, SynthConfig.preset("bf"), rng=0).images
+    plain = RealismConfig(
+        illumination=0,
+        texture=0,
+        halo=0,
+        debris_max=0,
+        blur_sigma_max=0,
+        noise_std_max=0,
+        gamma_range=(1, 1),
+        contrast_range=(1, 1),
+        invert_probability=0,
+    )
+    np.testing.assert_allclose(harden(images, plain), images, atol=1e-6)
+
+
+def test_smooth_field_and_config_checks():
+    field = smooth_field(2, 3, np.random.default_rng(0))
+    assert field.shape == (2, 128, 128) and np.abs(field).max() <= 1
+    assert np.abs(np.diff(field, axis=-1)).max() < 0.2  # smooth: no jumps between pixels
+    with pytest.raises(ValueError):
+        RealismConfig(illumination=1.5)
+    with pytest.raises(ValueError, match="shape"):
+        harden(np.zeros((2, 64, 64)))
+    assert RealismConfig.from_json(RealismConfig().to_json()) == RealismConfig()
