@@ -107,3 +107,14 @@ def test_atomic_write_keeps_the_old_file_on_error(tmp_path):
         raise RuntimeError("crash")
     assert target.read_text() == "old"
     assert list(tmp_path.iterdir()) == [target]
+
+
+def test_default_model_is_resolved_or_missing_said_in_one_line(tmp_path):
+    from napari_twinvae.core.io import CheckpointError, default_model_path, resolve_model
+
+    assert resolve_model(tmp_path / "m.pt") == tmp_path / "m.pt"
+    if default_model_path().is_file():
+        assert resolve_model("default") == default_model_path()
+    else:
+        with pytest.raises(CheckpointError, match="no default model"):
+            resolve_model("default")

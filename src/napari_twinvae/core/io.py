@@ -158,6 +158,33 @@ def save_checkpoint(
     return Path(path)
 
 
+DEFAULT_MODEL = "default"
+"""The name that stands for the model shipped inside the package."""
+
+
+def default_model_path() -> Path:
+    """Where the package keeps its default model (present once one has been trained and shipped)."""
+    return Path(__file__).resolve().parent.parent / "models" / "default.pt"
+
+
+def resolve_model(model: str | os.PathLike | None = DEFAULT_MODEL) -> Path:
+    """A model argument (``"default"``, ``None`` or a path) as the checkpoint file to load."""
+    if model is None or str(model) == DEFAULT_MODEL:
+        path = default_model_path()
+        if not path.is_file():
+            raise CheckpointError(
+                "this installation has no default model; pass a model file "
+                "(`napari-twinvae train` writes one)"
+            )
+        return path
+    return Path(model)
+
+
+def load_model(model: str | os.PathLike | None = DEFAULT_MODEL, device="cpu") -> Checkpoint:
+    """:func:`load_checkpoint` of ``"default"`` (the shipped model) or of a file."""
+    return load_checkpoint(resolve_model(model), device)
+
+
 def load_checkpoint(path: str | os.PathLike, device="cpu") -> Checkpoint:
     """Read a checkpoint safely and rebuild its model in eval mode on ``device``.
 

@@ -1,0 +1,87 @@
+"""Chamber regions, input checks and the area resize to 128x128."""
+
+import numpy as np
+import pytest
+
+from napari_twinvae.core.chambers import (
+    area_matrix,
+    as_frames,
+    chamber_crops,
+    check_regions,
+    read_regions_csv,
+    regions_from_shapes,
+    resized_whole_frame,
+)
+from napari_twinvae.core.intensity import Normalization
+
+
+def test_as_frames_accepts_2d_and_stacks_and_refuses_the_rest():
+    assert as_frames(np.zeros((5, 6))).shape == (1, 5, 6)
+    assert as_frames(np.zeros((2, 5, 6), np.uint16)).shape == (2, 5, 6)
+    with pytest.raises(ValueError, match="RGB"):
+        as_frames(np.zeros((64, 64, 3)))
+    with pytest.raises(ValueError, match="4D"):
+        as_frames(np.zeros((2, 3, 64, 64)))
+    with pytest.raises(ValueError, match="empty"):
+        as_frames(np.zeros((0, 64, 64)))
+    with pytest.raises(ValueError, match="numbers"):
+        as_frames(np.array([["a"]]))
+
+
+def test_area_matrix_averages_blocks_when_shrinking_and_keeps_mass():
+    a = area_matrix(256, 128)
+    line = np.arange(256, dtype=np.float32)
+    np.testing.assert_allclose(a @ line, line.reshape(128, 2).mean(axis=1), rtol=1e-6)
+    b = area_matrix(100, 128)
+    np.testing.assert_allclose(b.sum(axis=1), 1.0, rtol=1e-6)
+    assert (b >= 0).all()
+
+
+def test_crops_resize_each_chamber_and_normalise():
+    frames = np.zeros((3, 200, 300), dtype=np.uint16)
+    frames[:, 10:74, 20:84] = 1000  # chamber 0: a 64x64 bright square
+    crops = chamber_crops(
+        frames, [(10, 20, 74, 84), (100, 100, 200, 300)], Normalization("fixed", 0, 1000)
+    )
+    assert crops.shape == (3, 2, 128, 128) and crops.dtype == np.float32
+    np.testing.assert_allclose(crops[:, 0], 1.0)
+    np.testing.assert_allclose(crops[:, 1], 0.0)
+
+
+def test_whole_frame_is_one_chamber_and_the_user_is_told():
+    frames = np.random.default_rng(0).random((2, 256, 256)).astype(np.float32)
+    assert chamber_crops(frames).shape == (2, 1, 128, 128)
+    assert resized_whole_frame(frames.shape, None)
+    assert not resized_whole_frame((4, 128, 128), None)
+    assert not resized_whole_frame(frames.shape, [(0, 0, 128, 128)])
+
+
+def test_nan_frames_are_refused():
+    frames = np.zeros((2, 128, 128), np.float32)
+    frames[1, 5, 5] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        chamber_crops(frames)
+
+
+def test_regions_are_clipped_or_refused():
+    assert check_regions([(-3, -2, 50, 60)], (40, 40)) == [(0, 0, 40, 40)]
+    assert check_regions(None, (40, 50)) == [(0, 0, 40, 50)]
+    with pytest.raises(ValueError, match="chamber 1"):
+        check_regions([(0, 0, 20, 20), (100, 100, 150, 150)], (40, 40))
+
+
+def test_regions_from_napari_shapes_and_their_csv(tmp_path):
+    rect = np.array([[5, 10.2, 20], [5, 10.2, 60], [5, 50, 60], [5, 50, 20]])
+    assert regions_from_shapes([rect], ["rectangle"]) == [(10, 20, 50, 60)]
+    with pytest.raises(ValueError, match="rectangles"):
+        regions_from_shapes([rect], ["ellipse"])
+    path = tmp_path / "chambers.csv"
+    rows = ["index,shape-type,vertex-index,axis-0,axis-1"]
+    for i, (y0, x0, y1, x1) in enumerate([(0, 0, 64, 64), (64, 0, 128, 64)]):
+        for v, (y, x) in enumerate([(y0, x0), (y0, x1), (y1, x1), (y1, x0)]):
+            rows.append(f"{i},rectangle,{v},{y},{x}")
+    path.write_text("\n".join(rows) + "\n")
+    assert read_regions_csv(path) == [(0, 0, 64, 64), (64, 0, 128, 64)]
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="Shapes CSV"):
+        read_regions_csv(tmp_path / "bad.csv")
