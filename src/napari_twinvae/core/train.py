@@ -1,0 +1,775 @@
+"""Training and transfer learning of the Twin-VAE (SPEC sections 3-5).
+
+``iter_train`` is a generator: it yields :class:`TrainProgress` after every batch and every
+epoch, and returns a :class:`TrainResult` with the best model. Closing it (Stop in napari,
+Ctrl-C in a script) leaves :attr:`Training.result` set with the best model so far.
+
+An epoch passes once over the natural frames and over ``synthetic_ratio`` times as many freshly
+generated synthetic images, batches of the two twins interleaved evenly. Natural frames train
+the natural twin: labeled ones with the count term, unlabeled ones (and the held-out validation
+frames, whose counts stay hidden) through reconstruction and KLD only. Without decoders the
+unlabeled frames would feed the KLD term alone, so a decoder-free run passes only over the labeled
+training frames.
+
+Parameter groups for freezing (SPEC section 5), by the model's top-level modules:
+
+* **core** (shared by both twins): ``shared_encoder``, ``mu``, ``logvar``, ``expand``,
+  ``shared_decoder``, ``regressor``;
+* **outer** (one per twin): ``encoders.*``, ``decoders.*``.
+
+A frozen parameter takes no optimizer step (no update, no weight decay) while gradients still
+flow through it to the layers before it; frozen batch-norm layers also keep their running
+statistics (they run in eval mode). ``thaw`` starts with everything but the innermost layers
+frozen and unfreezes in five stages at 0, 1/5, 2/5, 3/5 and 4/5 of the run, from the inside out:
+(1) regressor, mu, logvar, expand; (2) shared encoder and decoder; (3) the outer layers next to
+them (last encoder convolution, first decoder block); (4) the next outer layer on each side;
+(5) the rest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Generator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from napari_twinvae.core.config import IMAGE_SIZE, JsonConfig, LossWeights, ModelConfig
+from napari_twinvae.core.data import Augmentation, NaturalSet, SyntheticSource, augment
+from napari_twinvae.core.intensity import Normalization
+from napari_twinvae.core.losses import twin_loss
+from napari_twinvae.core.metrics import count_metrics
+from napari_twinvae.core.model import DOMAINS, TwinVAE
+from napari_twinvae.core.synthetic import PRESETS
+
+log = logging.getLogger(__name__)
+
+FREEZE_STRATEGIES = ("none", "core", "outer", "thaw")
+OPTIMIZERS = ("adam", "radam")
+SCRATCH = "scratch"
+
+CORE_PARTS = ("shared_encoder", "mu", "logvar", "expand", "shared_decoder", "regressor")
+"""Top-level modules shared by both twins: frozen by ``freeze="core"``."""
+OUTER_PARTS = ("encoders", "decoders")
+"""Top-level modules that exist once per twin: frozen by ``freeze="outer"``."""
+THAW_STAGES = 5
+
+MIN_VALIDATION_LABELS = 5
+"""Labeled frames needed before some are held out; with fewer, the last model is kept."""
+EXPLODING_KLD = 1e4  # unweighted KLD per pixel; a healthy run stays far below 1
+EXPLODING_LOSS = 1e8  # weighted total of one batch
+_LOSS_TERMS = ("total", "reconstruction", "regression", "kld")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(JsonConfig):
+    """Everything that decides a training run; stored in the checkpoint's summary."""
+
+    init: str = "default"  # "default" (shipped model), "scratch", or a checkpoint path
+    freeze: str = "none"  # "none" | "core" | "outer" | "thaw"   (SPEC section 5)
+    decoder: bool = True  # False: transfer without decoders (C_rec = 0, decoders never run)
+    epochs: int | None = 50  # epoch limit (None = only the time budget)
+    minutes: float | None = None  # time budget
+    preset: str = "pc"  # synthetic preset "bf" | "pc"
+    synthetic_ratio: float = 2.0  # synthetic : natural images per epoch
+    optimizer: str = "adam"  # "adam" | "radam"
+    learning_rate: float = 1.3e-4
+    weight_decay: float = 1e-5
+    batch_size: int = 64
+    validation_share: float = 0.2
+    regressor_delay: int = 100  # epochs without the regression term, from scratch only
+    loss: LossWeights = LossWeights()
+    seed: int = 0
+    device: str = "auto"
+    augmentation: Augmentation = Augmentation()
+    model: ModelConfig = ModelConfig()  # network shape when training from scratch
+    mixed_precision: bool = True  # bfloat16 (or float16) autocast on CUDA; ignored elsewhere
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.init, str) or not self.init.strip():
+            raise ValueError("init must be 'default', 'scratch' or a checkpoint path")
+        if self.freeze not in FREEZE_STRATEGIES:
+            raise ValueError(
+                f"unknown freeze strategy {self.freeze!r}; choose one of {', '.join(FREEZE_STRATEGIES)}"
+            )
+        if self.freeze != "none" and self.init == SCRATCH:
+            raise ValueError(
+                f"freeze={self.freeze!r} needs a trained start model; a model trained from "
+                "scratch has nothing worth keeping fixed"
+            )
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"
+            )
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        if self.epochs is None and self.minutes is None:
+            raise ValueError("give an epoch limit, a time budget in minutes, or both")
+        if self.epochs is not None and self.epochs < 1:
+            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
+        if self.minutes is not None and not self.minutes > 0:
+            raise ValueError(f"minutes must be positive, got {self.minutes}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must not be negative, got {self.weight_decay}")
+        if self.batch_size < 2:
+            raise ValueError("batch_size must be at least 2 (batch normalisation needs it)")
+        if not 0 <= self.synthetic_ratio <= 100:
+            raise ValueError(f"synthetic_ratio must lie in 0..100, got {self.synthetic_ratio}")
+        if not 0 <= self.validation_share <= 0.5:
+            raise ValueError(f"validation_share must lie in 0..0.5, got {self.validation_share}")
+        if self.regressor_delay < 0:
+            raise ValueError("regressor_delay must not be negative")
+
+    @property
+    def from_scratch(self) -> bool:
+        return self.init == SCRATCH
+
+
+@dataclasses.dataclass
+class TrainProgress:
+    """Where a run stands: yielded after every batch and at the end of every epoch."""
+
+    epoch: int  # completed epochs (0 before the first one ends)
+    epochs: int | None  # the epoch limit, if any
+    step: int  # batches done in the current epoch
+    steps_per_epoch: int
+    losses: dict[str, dict[str, float]]  # per twin: mean total/reconstruction/regression/kld
+    validation: dict | None  # n, accuracy, mae, mre of the epoch just completed
+    best: dict | None  # epoch, accuracy, mae, mre of the model kept so far
+    elapsed_s: float
+    remaining_s: float | None
+    message: str | None = None
+    epoch_end: bool = False  # True on the one progress per epoch that carries its validation
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """The outcome of a run: the kept model (CPU, eval mode) and how it was chosen."""
+
+    model: TwinVAE
+    history: list[dict]
+    best: dict  # epoch, accuracy, mae, mre (+ n, "on": validation | training labels)
+    stopped: str  # "finished", "time budget", "cancelled" or "diverged: <reason>"
+    normalization: Normalization
+    config: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    epochs: int = 0  # completed epochs
+    seconds: float = 0.0
+    selection: str = ""  # how the kept model was chosen
+    lowest_mae: dict | None = None  # the validation epoch with the lowest MAE (SPEC section 4)
+    lowest_mae_state: dict | None = None  # its weights, when they differ from ``model``'s
+    messages: list[str] = dataclasses.field(default_factory=list)
+    info: dict = dataclasses.field(default_factory=dict)  # data, start model, synthetic source
+
+    def summary(self) -> dict:
+        """Plain data for the checkpoint: config, best metrics, epochs, stop reason, seconds."""
+        return {
+            "trained_with": "napari_twinvae.core.train",
+            "config": self.config.to_dict(),
+            "best": dict(self.best),
+            "lowest_mae": dict(self.lowest_mae) if self.lowest_mae else None,
+            "selection": self.selection,
+            "epochs": int(self.epochs),
+            "stopped": self.stopped,
+            "seconds": round(float(self.seconds), 3),
+            "messages": list(self.messages),
+            **_plain(self.info),
+        }
+
+
+# -- parameter groups ------------------------------------------------------------------------
+def parameter_part(name: str) -> str:
+    """``"core"`` or ``"outer"`` for a parameter (or buffer) name of :class:`TwinVAE`."""
+    top = name.split(".", 1)[0]
+    if top in CORE_PARTS:
+        return "core"
+    if top in OUTER_PARTS:
+        return "outer"
+    raise ValueError(f"{name} belongs to neither the core nor the outer layers")
+
+
+def thaw_stage(name: str) -> int:
+    """The thaw stage (0-4) in which a parameter starts to train: from the inside out."""
+    parts = name.split(".")
+    if parts[0] in ("regressor", "mu", "logvar", "expand"):
+        return 0
+    if parts[0] in ("shared_encoder", "shared_decoder"):
+        return 1
+    block = int(parts[2]) // 3  # modules come in (layer, norm/activation, ...) threes
+    depth = (3 - block) if parts[0] == "encoders" else block  # 0 = next to the core
+    return 2 + min(depth, 2)
+
+
+def frozen_parameters(model: nn.Module, freeze: str, fraction: float = 0.0) -> set[str]:
+    """Names of the parameters that take no step, at ``fraction`` (0-1) of the run."""
+    if freeze not in FREEZE_STRATEGIES:
+        raise ValueError(f"unknown freeze strategy {freeze!r}")
+    names = [n for n, _ in model.named_parameters()]
+    if freeze == "none":
+        return set()
+    if freeze in ("core", "outer"):
+        return {n for n in names if parameter_part(n) == freeze}
+    stage = min(THAW_STAGES - 1, int(math.floor(max(fraction, 0.0) * THAW_STAGES)))
+    return {n for n in names if thaw_stage(n) > stage}
+
+
+def _apply_freeze(model: nn.Module, frozen: set[str]) -> list[nn.Module]:
+    """Stop updates of ``frozen``; returns the batch-norm layers that must keep their statistics."""
+    for name, param in model.named_parameters():
+        # requires_grad=False: no weight gradient, no step; gradients still reach earlier layers
+        param.requires_grad_(name not in frozen)
+    return [
+        module
+        for name, module in model.named_modules()
+        if isinstance(module, nn.modules.batchnorm._BatchNorm)
+        and all(f"{name}.{p}" in frozen for p, _ in module.named_parameters(recurse=False))
+    ]
+
+
+# -- validation split ------------------------------------------------------------------------
+def validation_split(natural: NaturalSet, share: float, seed: int = 0) -> np.ndarray:
+    """Indices of the labeled frames held out for validation, stratified by count.
+
+    Labeled frames are ordered by count (ties in random order) and every k-th one from a random
+    start is held out, so each range of counts gives its share. Empty with fewer than
+    ``MIN_VALIDATION_LABELS`` labeled frames or a zero share.
+    """
+    labeled = np.flatnonzero(natural.labeled)
+    if labeled.size < MIN_VALIDATION_LABELS or share <= 0:
+        return np.zeros(0, dtype=np.int64)
+    n_val = min(max(1, int(round(share * labeled.size))), labeled.size - 1)
+    rng = np.random.default_rng([int(seed), 15485863])
+    order = labeled[np.lexsort((rng.random(labeled.size), natural.counts[labeled]))]
+    positions = np.floor((np.arange(n_val) + rng.random()) * labeled.size / n_val).astype(int)
+    return np.sort(order[positions]).astype(np.int64)
+
+
+def normalization_for(init: str) -> Normalization:
+    """The intensity normalisation to crop natural frames with for a run that starts at ``init``:
+    the start model's own, so a transferred model keeps seeing the scale it learned on."""
+    if init == SCRATCH:
+        return Normalization()
+    from napari_twinvae.core.io import load_model
+
+    return load_model(init).normalization
+
+
+# -- the run ---------------------------------------------------------------------------------
+class Training:
+    """One training run. Cheap to create; :meth:`run` does the work.
+
+    ``normalization`` is the one the natural crops were made with; ``None`` takes the start
+    model's (``Normalization()`` from scratch). It goes into the saved checkpoint.
+    """
+
+    def __init__(
+        self,
+        natural: NaturalSet,
+        config: TrainConfig | None = None,
+        normalization: Normalization | None = None,
+    ) -> None:
+        self.natural = _checked(natural)
+        self.config = config if config is not None else TrainConfig()
+        self.normalization = normalization
+        self.result: TrainResult | None = None
+
+    def save(self, path) -> Path:
+        """Write the kept model, its normalisation and the run's summary as a checkpoint."""
+        from napari_twinvae.core.io import save_checkpoint
+
+        if self.result is None:
+            raise ValueError("nothing to save: the training has not run yet")
+        return save_checkpoint(
+            path,
+            self.result.model,
+            normalization=self.result.normalization,
+            summary=self.result.summary(),
+        )
+
+    def run(self) -> Generator[TrainProgress, None, TrainResult]:
+        """Train, yielding progress; returns (and stores in :attr:`result`) the result."""
+        run = _Run(self)
+        try:
+            stopped = yield from run.epochs()
+        except GeneratorExit:
+            self.result = run.finish("cancelled")
+            raise
+        finally:
+            run.close()
+        self.result = run.finish(stopped)
+        return self.result
+
+
+def iter_train(
+    natural: NaturalSet, config: TrainConfig | None = None, normalization=None
+) -> Generator[TrainProgress, None, TrainResult]:
+    """Train as a generator of :class:`TrainProgress`; returns the :class:`TrainResult`."""
+    return Training(natural, config, normalization).run()
+
+
+def train(
+    natural: NaturalSet, config: TrainConfig | None = None, normalization=None
+) -> TrainResult:
+    """Train to the end and return the :class:`TrainResult` (for scripts and tests)."""
+    gen = iter_train(natural, config, normalization)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as done:
+            return done.value
+
+
+def _checked(natural: NaturalSet) -> NaturalSet:
+    if not isinstance(natural, tuple) or len(natural) != 3:
+        raise ValueError("natural must be a NaturalSet (see core.data.natural_set)")
+    frames, counts, labeled = (np.asarray(a) for a in natural)
+    if frames.ndim != 3 or frames.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or len(frames) == 0:
+        raise ValueError(
+            f"natural frames must be (N, {IMAGE_SIZE}, {IMAGE_SIZE}) with N > 0, got {frames.shape}"
+        )
+    if counts.shape != (len(frames),) or labeled.shape != (len(frames),):
+        raise ValueError("natural counts and labeled mask need one entry per frame")
+    frames = np.ascontiguousarray(frames, dtype=np.float32)
+    if not frames.flags.writeable:  # torch.from_numpy wants a writable array
+        frames = frames.copy()
+    return NaturalSet(
+        frames,
+        counts.astype(np.int64),
+        labeled.astype(bool),
+    )
+
+
+class _Run:
+    """The state of one run, kept so that a cancelled or diverged run can still finish."""
+
+    def __init__(self, owner: Training) -> None:
+        self.owner = owner
+        self.cfg = cfg = owner.config
+        self.start = time.perf_counter()
+        self.messages: list[str] = []
+        self.reported = 0  # messages already passed on in a progress
+        self.history: list[dict] = []
+        self.epoch = 0
+        self.best: dict | None = None
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.lowest_mae: dict | None = None
+        self.lowest_mae_state: dict[str, torch.Tensor] | None = None
+        self.pending: Future | None = None
+        self.pending_epoch = 0
+        self.executor: ThreadPoolExecutor | None = None
+        self.device = _select_device(cfg.device)
+        torch.manual_seed(cfg.seed)  # dropout and the VAE's sampling draw from the global RNG
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(cfg.seed)
+        self.model, self.info, start_norm = _start_model(cfg)
+        self.normalization = owner.normalization or start_norm
+        self.model.to(self.device)
+
+        natural = owner.natural
+        self.validation = validation_split(natural, cfg.validation_share, cfg.seed)
+        train_labeled = natural.labeled.copy()
+        train_labeled[self.validation] = False  # held-out counts stay hidden from training
+        self.train_labeled = train_labeled
+        n_labeled = int(natural.labeled.sum())
+        if self.validation.size:
+            self.selection = "validation accuracy (ties: lowest MAE)"
+        else:
+            self.selection = "last epoch (too few labels to hold any out for validation)"
+            self._say(
+                f"only {n_labeled} labeled frame(s): all of them train, none is held out, so the "
+                "model of the last epoch is kept and its metrics are on training labels"
+                if n_labeled
+                else "no labeled natural frames: the count is learned from synthetic images "
+                "only, and nothing can measure it on your frames"
+            )
+        # what the natural twin passes over per epoch
+        if cfg.decoder:
+            self.natural_pool = np.arange(len(natural.frames))
+        else:
+            self.natural_pool = np.flatnonzero(train_labeled)
+            if self.natural_pool.size == 0:
+                raise ValueError(
+                    "training without decoders learns only from labeled frames; label some "
+                    "frames or switch the decoders on"
+                )
+        self.n_synthetic = int(round(cfg.synthetic_ratio * self.natural_pool.size))
+        self.source = SyntheticSource(natural._replace(labeled=train_labeled), cfg.preset, cfg.seed)
+        self.frames = torch.from_numpy(natural.frames).to(self.device)
+        self.counts = torch.from_numpy(natural.counts).to(self.device)
+        self.labeled = torch.from_numpy(train_labeled).to(self.device)
+        self.regressor_delay = self._regressor_delay()
+        self.optimizer = _optimizer(self.model, cfg)
+        self.frozen: set[str] | None = None
+        self.frozen_norms: list[nn.Module] = []
+        self.autocast, self.scaler = _mixed_precision(self.device, cfg.mixed_precision)
+        self.info.update(
+            natural_frames=int(len(natural.frames)),
+            labeled={"training": int(train_labeled.sum()), "validation": int(self.validation.size)},
+            validation_frames=self.validation.tolist(),
+            synthetic={**self.source.describe(), "per_epoch": self.n_synthetic},
+            device=str(self.device),
+        )
+        if self.device.type != "cpu":  # generate the next epoch's images while the GPU trains
+            self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="twinvae-synth")
+
+    # -- the loop --------------------------------------------------------------------------
+    def epochs(self) -> Generator[TrainProgress, None, str]:
+        cfg = self.cfg
+        yield self._validate_and_report(epoch=0, losses=_empty_losses())
+        while cfg.epochs is None or self.epoch < cfg.epochs:
+            epoch = self.epoch + 1
+            batches = self._batches(epoch)
+            steps = len(batches)
+            sums = _empty_sums()
+            regress = self._regress(epoch)
+            for step, (domain, index) in enumerate(batches, start=1):
+                self._update_freeze(self._fraction(epoch - 1 + (step - 1) / steps))
+                x, counts, labeled = self._batch(domain, index)
+                problem = self._step(domain, x, counts, labeled, regress, epoch - 1, sums)
+                if problem:
+                    self._say(f"diverged: {problem} in epoch {epoch}, batch {step} ({domain})")
+                    return f"diverged: {problem}"
+                if step < steps:
+                    yield self._progress(epoch - 1, step, steps, _means(sums), None, False)
+                    if self._out_of_time():  # the partial epoch's work is validated too
+                        yield self._validate_and_report(epoch, _means(sums), partial=step)
+                        return "time budget"
+            self.epoch = epoch
+            yield self._validate_and_report(epoch, _means(sums))
+            if self._out_of_time():
+                return "time budget"
+        return "finished"
+
+    def _batches(self, epoch: int) -> list[tuple[str, np.ndarray]]:
+        """This epoch's batches: (domain, indices), the two twins interleaved evenly."""
+        rng = np.random.default_rng([self.cfg.seed, 31, epoch])
+        plan: list[tuple[float, int, str, np.ndarray]] = []
+        for order, (domain, n) in enumerate(
+            (("natural", self.natural_pool.size), ("synthetic", self.n_synthetic))
+        ):
+            if n == 0:
+                continue
+            pool = self.natural_pool if domain == "natural" else np.arange(n)
+            shuffled = pool[rng.permutation(n)]
+            parts = np.array_split(shuffled, max(1, math.ceil(n / self.cfg.batch_size)))
+            if len(parts[-1]) < 2 and len(parts) == 1:
+                continue  # a lone image cannot form a batch-normalised batch
+            for i, part in enumerate(parts):
+                plan.append(((i + 0.5) / len(parts), order, domain, part))
+        if not plan:
+            raise ValueError("an epoch would hold no batch; add frames or raise synthetic_ratio")
+        plan.sort(key=lambda p: (p[0], p[1]))
+        if self.n_synthetic:
+            self._synthetic_for(epoch)
+        return [(domain, part) for _, _, domain, part in plan]
+
+    def _synthetic_for(self, epoch: int) -> None:
+        if self.pending is not None and self.pending_epoch == epoch:
+            images, counts = self.pending.result()
+        else:
+            images, counts = self.source.images(self.n_synthetic, epoch)
+        self.synthetic = (
+            torch.from_numpy(images).to(self.device),
+            torch.from_numpy(counts).to(self.device),
+        )
+        self.pending = None
+        more = self.cfg.epochs is None or epoch < self.cfg.epochs
+        if self.executor is not None and more:
+            self.pending_epoch = epoch + 1
+            self.pending = self.executor.submit(self.source.images, self.n_synthetic, epoch + 1)
+
+    def _batch(self, domain: str, index: np.ndarray):
+        idx = torch.from_numpy(index).to(self.device)
+        if domain == "natural":
+            x, counts, labeled = self.frames[idx], self.counts[idx], self.labeled[idx]
+        else:
+            images, all_counts = self.synthetic
+            x, counts = images[idx], all_counts[idx]
+            labeled = torch.ones_like(counts, dtype=torch.bool)
+        x = augment(x.unsqueeze(1), self.generator, self.cfg.augmentation)
+        return x, counts, labeled
+
+    def _step(self, domain, x, counts, labeled, regress, epoch, sums) -> str | None:
+        """One optimizer step on one twin's batch; returns why it diverged, if it did."""
+        cfg = self.cfg
+        with self.autocast():
+            out = self.model(x, domain, decode=cfg.decoder)
+            terms = twin_loss(
+                x, out.reconstruction, out.mu, out.logvar, out.count, counts, labeled,
+                cfg.loss, epoch=epoch, regress=regress,
+            )  # fmt: skip
+        values = torch.stack([terms.total.detach().float(), terms.reconstruction.float(),
+                              terms.regression.float(), terms.kld.float()]).tolist()  # fmt: skip
+        total, _, _, kld = values
+        if not all(math.isfinite(v) for v in values):
+            bad = [n for n, v in zip(_LOSS_TERMS, values, strict=True) if not math.isfinite(v)]
+            return f"the loss became non-finite ({', '.join(bad)})"
+        if kld > EXPLODING_KLD:
+            return f"the KLD exploded ({kld:.3g})"
+        if total > EXPLODING_LOSS:
+            return f"the loss exploded ({total:.3g})"
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(terms.total).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            terms.total.backward()
+            self.optimizer.step()
+        n = int(x.shape[0])
+        twin = sums[domain]
+        twin["n"] += n
+        for name, value in zip(_LOSS_TERMS, values, strict=True):
+            twin[name] += value * n
+        return None
+
+    # -- freezing, schedule ----------------------------------------------------------------
+    def _update_freeze(self, fraction: float) -> None:
+        frozen = frozen_parameters(self.model, self.cfg.freeze, fraction)
+        if frozen != self.frozen:
+            if self.frozen is not None:
+                self._say(f"thaw: {len(self.frozen) - len(frozen)} more parameter tensors train")
+            self.frozen = frozen
+            self.frozen_norms = _apply_freeze(self.model, frozen)
+        self.model.train()
+        for module in self.frozen_norms:
+            module.eval()
+
+    def _fraction(self, epochs_done: float) -> float:
+        """How far the run is (0-1), by epochs or by time, whichever is further."""
+        parts = []
+        if self.cfg.epochs is not None:
+            parts.append(epochs_done / self.cfg.epochs)
+        if self.cfg.minutes is not None:
+            parts.append(self._elapsed() / (self.cfg.minutes * 60))
+        return min(1.0, max(parts))
+
+    def _regressor_delay(self) -> int:
+        cfg = self.cfg
+        if not cfg.from_scratch or not cfg.decoder or cfg.regressor_delay == 0:
+            return 0
+        delay = cfg.regressor_delay
+        if cfg.epochs is not None and delay >= cfg.epochs // 2:
+            delay = cfg.epochs // 2
+            self._say(
+                f"the regressor delay ({cfg.regressor_delay} epochs) would take most of the "
+                f"{cfg.epochs} epochs; the count term starts after epoch {delay} instead"
+            )
+        elif cfg.minutes is not None:
+            self._say(
+                f"the count term starts after epoch {delay} or halfway through the time "
+                "budget, whichever comes first"
+            )
+        return delay
+
+    def _regress(self, epoch: int) -> bool:
+        if epoch > self.regressor_delay:
+            return True
+        return self.cfg.minutes is not None and self._elapsed() >= self.cfg.minutes * 30
+
+    # -- validation, best model --------------------------------------------------------------
+    def _validate_and_report(self, epoch: int, losses, partial: int = 0) -> TrainProgress:
+        entry: dict[str, Any] = {
+            "epoch": epoch,
+            "losses": losses,
+            "elapsed_s": round(self._elapsed(), 3),
+        }
+        if partial:
+            entry["partial_steps"] = partial
+        validation = None
+        if self.validation.size:
+            validation = self._metrics(self.validation)
+            entry["validation"] = validation
+            self._keep_if_better(epoch, validation)
+        else:
+            training = np.flatnonzero(self.train_labeled)
+            metrics = self._metrics(training) if training.size else _no_metrics()
+            entry["training"] = metrics
+            self.best = {"epoch": epoch, **metrics, "on": "training labels"}
+            self.best_state = _snapshot(self.model)
+        self.history.append(entry)
+        steps = self._steps_per_epoch()
+        return self._progress(epoch, steps if epoch else 0, steps, losses, validation, True)
+
+    def _metrics(self, index: np.ndarray) -> dict:
+        was_training = self.model.training
+        self.model.eval()
+        estimates = []
+        with torch.inference_mode(), self.autocast():
+            for part in np.array_split(index, math.ceil(index.size / 256)):
+                x = self.frames[torch.from_numpy(part).to(self.device)].unsqueeze(1)
+                estimates.append(self.model.count(x, "natural").float().cpu().numpy())
+        self.model.train(was_training)
+        metrics = count_metrics(np.concatenate(estimates), self.owner.natural.counts[index])
+        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items()}
+
+    def _keep_if_better(self, epoch: int, metrics: dict) -> None:
+        entry = {"epoch": epoch, **metrics, "on": "validation"}
+        if self.best is None or (metrics["accuracy"], -metrics["mae"]) > (
+            self.best["accuracy"],
+            -self.best["mae"],
+        ):
+            self.best = entry
+            self.best_state = _snapshot(self.model)
+        if self.lowest_mae is None or metrics["mae"] < self.lowest_mae["mae"]:
+            self.lowest_mae = entry
+            self.lowest_mae_state = self.best_state if self.best is entry else _snapshot(self.model)
+
+    # -- reporting ---------------------------------------------------------------------------
+    def _progress(self, epoch, step, steps, losses, validation, epoch_end) -> TrainProgress:
+        news = self.messages[self.reported :]
+        self.reported = len(self.messages)
+        message = " ".join(news) if news else None
+        return TrainProgress(
+            epoch=epoch,
+            epochs=self.cfg.epochs,
+            step=step,
+            steps_per_epoch=steps,
+            losses=losses,
+            validation=validation,
+            best=dict(self.best) if self.best else None,
+            elapsed_s=self._elapsed(),
+            remaining_s=self._remaining(epoch + (step / steps if steps and not epoch_end else 0)),
+            message=message,
+            epoch_end=epoch_end,
+        )
+
+    def _say(self, message: str) -> None:
+        log.info(message)
+        self.messages.append(message)
+
+    def _steps_per_epoch(self) -> int:
+        bs = self.cfg.batch_size
+        return sum(math.ceil(n / bs) for n in (self.natural_pool.size, self.n_synthetic) if n)
+
+    def _remaining(self, epochs_done: float) -> float | None:
+        elapsed = self._elapsed()
+        guesses = []
+        if self.cfg.minutes is not None:
+            guesses.append(max(0.0, self.cfg.minutes * 60 - elapsed))
+        if self.cfg.epochs is not None and epochs_done > 0:
+            left = max(0.0, self.cfg.epochs - epochs_done)
+            guesses.append(elapsed / epochs_done * left)
+        return min(guesses) if guesses else None
+
+    def _elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def _out_of_time(self) -> bool:
+        return self.cfg.minutes is not None and self._elapsed() >= self.cfg.minutes * 60
+
+    def finish(self, stopped: str) -> TrainResult:
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        model = self.model.to("cpu").eval()
+        for param in model.parameters():
+            param.requires_grad_(True)
+        lowest_state = None
+        if self.lowest_mae_state is not None and self.lowest_mae_state is not self.best_state:
+            lowest_state = {k: v.cpu() for k, v in self.lowest_mae_state.items()}
+        return TrainResult(
+            model=model,
+            history=self.history,
+            best=dict(self.best) if self.best else {"epoch": 0, **_no_metrics()},
+            stopped=stopped,
+            normalization=self.normalization,
+            config=self.cfg,
+            epochs=self.epoch,
+            seconds=self._elapsed(),
+            selection=self.selection,
+            lowest_mae=self.lowest_mae,
+            lowest_mae_state=lowest_state,
+            messages=list(self.messages),
+            info=self.info,
+        )
+
+    def close(self) -> None:
+        if self.executor is not None:
+            if self.pending is not None:
+                self.pending.cancel()
+            self.executor.shutdown(wait=True)
+            self.executor = None
+
+
+# -- helpers ---------------------------------------------------------------------------------
+def _select_device(preference: str) -> torch.device:
+    from napari_twinvae.core.device import select_device
+
+    return select_device(preference)
+
+
+def _start_model(cfg: TrainConfig) -> tuple[TwinVAE, dict, Normalization]:
+    """A fresh model (from scratch) or a checkpoint's (default or file), with what it was."""
+    if cfg.from_scratch:
+        return TwinVAE(cfg.model), {"init": SCRATCH}, Normalization()
+    from napari_twinvae.core.io import load_model
+
+    checkpoint = load_model(cfg.init)
+    info: dict[str, Any] = {"init": str(checkpoint.path)}
+    earlier = {
+        k: checkpoint.summary[k] for k in ("best", "epochs", "stopped") if k in checkpoint.summary
+    }
+    if earlier:
+        info["init_summary"] = earlier
+    return checkpoint.model.float().train(), info, checkpoint.normalization
+
+
+def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    kind = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.RAdam
+    # every parameter is registered; frozen ones simply have no gradient and are skipped
+    return kind(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+
+
+def _mixed_precision(device: torch.device, wanted: bool):
+    if device.type != "cuda" or not wanted:
+        return contextlib.nullcontext, None
+    if torch.cuda.is_bf16_supported():
+        return (lambda: torch.autocast("cuda", dtype=torch.bfloat16)), None
+    scaler = torch.amp.GradScaler("cuda")
+    return (lambda: torch.autocast("cuda", dtype=torch.float16)), scaler
+
+
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _empty_sums() -> dict[str, dict[str, float]]:
+    return {d: {"n": 0, **dict.fromkeys(_LOSS_TERMS, 0.0)} for d in DOMAINS}
+
+
+def _means(sums) -> dict[str, dict[str, float]]:
+    return {
+        d: {k: (s[k] / s["n"] if s["n"] else float("nan")) for k in _LOSS_TERMS}
+        for d, s in sums.items()
+    }
+
+
+def _empty_losses() -> dict[str, dict[str, float]]:
+    return _means(_empty_sums())
+
+
+def _no_metrics() -> dict:
+    nan = float("nan")
+    return {"n": 0, "accuracy": nan, "mae": nan, "mre": nan}
+
+
+def _plain(value):
+    """Numbers, strings, lists and dicts only: the checkpoint is read with weights_only=True."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return value
