@@ -269,6 +269,8 @@ class Training:
 
     ``normalization`` is the one the natural crops were made with; ``None`` takes the start
     model's (``Normalization()`` from scratch). It goes into the saved checkpoint.
+    ``synthetic`` replaces the default source of synthetic images (anything with the methods
+    ``images(n, epoch)`` and ``describe()`` of :class:`SyntheticSource`).
     """
 
     def __init__(
@@ -276,10 +278,12 @@ class Training:
         natural: NaturalSet,
         config: TrainConfig | None = None,
         normalization: Normalization | None = None,
+        synthetic: SyntheticSource | None = None,
     ) -> None:
         self.natural = _checked(natural)
         self.config = config if config is not None else TrainConfig()
         self.normalization = normalization
+        self.synthetic = synthetic
         self.result: TrainResult | None = None
 
     def save(self, path) -> Path:
@@ -402,7 +406,9 @@ class _Run:
                     "frames or switch the decoders on"
                 )
         self.n_synthetic = int(round(cfg.synthetic_ratio * self.natural_pool.size))
-        self.source = SyntheticSource(natural._replace(labeled=train_labeled), cfg.preset, cfg.seed)
+        self.source = owner.synthetic or SyntheticSource(
+            natural._replace(labeled=train_labeled), cfg.preset, cfg.seed
+        )
         self.frames = torch.from_numpy(natural.frames).to(self.device)
         self.counts = torch.from_numpy(natural.counts).to(self.device)
         self.labeled = torch.from_numpy(train_labeled).to(self.device)
