@@ -1,3 +1,4 @@
+import functools
 from pathlib import Path
 
 import npe2
@@ -6,13 +7,15 @@ import pytest
 from qtpy.QtWidgets import QFileDialog
 
 from napari_twinvae._widgets import _label_train, _labeling, _workers
+from napari_twinvae._widgets._annotation import ANNOTATION_ROLE, EMPTY_FRAMES_KEY
 from napari_twinvae._widgets._label_train import LabelTrainDock
-from napari_twinvae._widgets._labeling import ANNOTATION_ROLE, EMPTY_FRAMES_KEY
 from napari_twinvae._widgets._layers import OWNER_KEY
 from napari_twinvae._widgets._workers import start_worker
+from napari_twinvae.core.config import ModelConfig
 from napari_twinvae.core.io import load_checkpoint
 from napari_twinvae.core.labels import load_annotation
 from napari_twinvae.core.synthetic import SynthConfig, generate
+from napari_twinvae.core.train import TrainConfig
 
 PLUGIN = "napari-twinvae"
 
@@ -187,6 +190,14 @@ def test_the_annotation_layer_is_reused_not_duplicated(dock_on, make_napari_view
     assert panel.cells.value == first
 
 
+@pytest.fixture
+def small_network(monkeypatch):
+    """Train a narrow Twin-VAE: the dock's plumbing is under test here, not the paper's network."""
+    small = ModelConfig(encoder_channels=(8, 8, 16, 16), shared_channels=32, latent_dim=16)
+    monkeypatch.setattr(_label_train, "TrainConfig", functools.partial(TrainConfig, model=small))
+    return small
+
+
 def _tiny_movie(n=6, seed=0):
     batch = generate(n, SynthConfig.preset("pc"), rng=seed)
     return batch.images, batch.centres
@@ -205,7 +216,7 @@ def _train_dock(dock_on, epochs, n=7):
 
 
 def test_training_one_epoch_in_the_worker_saves_a_model(
-    dock_on, qtbot, tmp_path, monkeypatch, watch
+    dock_on, qtbot, tmp_path, monkeypatch, watch, small_network
 ):
     viewer, dock = _train_dock(dock_on, epochs=1)
     dock._decoder.value = False  # half the compute: labeled frames and synthetic images only
@@ -226,6 +237,7 @@ def test_training_one_epoch_in_the_worker_saves_a_model(
     assert target.is_file() and dock.model_path == target
     assert offered and offered[0].endswith(".pt") and "twinvae-movie-" in offered[0]
     checkpoint = load_checkpoint(target)
+    assert checkpoint.config == small_network
     assert checkpoint.summary["epochs"] == 1 and checkpoint.summary["stopped"] == "finished"
     assert checkpoint.summary["config"]["batch_size"] == 4
     assert not checkpoint.summary["config"]["decoder"]
@@ -233,9 +245,12 @@ def test_training_one_epoch_in_the_worker_saves_a_model(
     assert dock._start.enabled and not dock._stop.enabled and dock._count.enabled
     assert dock._settings.enabled and dock._pbar is None
     assert len(dock.plot.losses["synthetic"]) == 1 and len(dock.plot.accuracy) == 2
+    assert not dock.plot.grab().isNull()  # the plot draws (Qt errors in paintEvent fail here)
 
 
-def test_stop_keeps_the_best_model_so_far(dock_on, qtbot, tmp_path, monkeypatch, watch):
+def test_stop_keeps_the_best_model_so_far(
+    dock_on, qtbot, tmp_path, monkeypatch, watch, small_network
+):
     viewer, dock = _train_dock(dock_on, epochs=0)
     dock._minutes.value = 30  # only a time budget: this run would go on for half an hour
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: ("", ""))
@@ -257,7 +272,9 @@ def test_stop_keeps_the_best_model_so_far(dock_on, qtbot, tmp_path, monkeypatch,
     assert load_checkpoint(saved).summary["stopped"] == "cancelled"
 
 
-def test_bad_input_is_reported_and_leaves_the_labels(dock_on, qtbot, tmp_path, messages, watch):
+def test_bad_input_is_reported_and_leaves_the_labels(
+    dock_on, qtbot, tmp_path, messages, watch, small_network
+):
     viewer, dock = _train_dock(dock_on, epochs=1)
     cells = dock.labeling.cells.value
     before = cells.data.copy()
@@ -334,7 +351,6 @@ def _has_widget(name):
 
 @pytest.mark.skipif(not _has_widget("Count cells"), reason="no Count cells dock in this build")
 def test_count_with_this_model_opens_the_real_count_dock(dock_on, tmp_path, messages):
-    from napari_twinvae.core.config import ModelConfig
     from napari_twinvae.core.io import save_checkpoint
     from napari_twinvae.core.model import TwinVAE
 

@@ -28,17 +28,13 @@ from magicgui.widgets import (
 )
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtWidgets import QFileDialog, QMessageBox
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QFileDialog, QFrame, QMessageBox, QScrollArea, QWidget
 
-from napari_twinvae._widgets._labeling import (
-    LabelingPanel,
-    default_folder,
-    file_stem,
-    form,
-    image_stack,
-    row,
-)
-from napari_twinvae._widgets._train_plot import TrainingPlot
+from napari_twinvae._widgets._annotation import image_stack
+from napari_twinvae._widgets._forms import default_folder, file_stem, form, row, wrapping
+from napari_twinvae._widgets._labeling import LabelingPanel
+from napari_twinvae._widgets._train_plot import TrainingPlot, describe, outcome
 from napari_twinvae._widgets._workers import start_worker
 from napari_twinvae.core.chambers import chamber_crops, resized_whole_frame
 from napari_twinvae.core.config import IMAGE_SIZE
@@ -77,6 +73,18 @@ class _Job:
     failed = False
 
 
+def _scrolling(content: QWidget) -> QScrollArea:
+    """``content`` in a vertical scroll area: napari docks do not scroll, and this one is tall."""
+    area = QScrollArea()
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    area.setWidget(content)
+    bar = area.verticalScrollBar().sizeHint().width()
+    area.setMinimumWidth(content.minimumSizeHint().width() + bar)
+    return area
+
+
 def prepare_and_train(frames, regions, labels, config: TrainConfig, job: _Job) -> Generator:
     """Worker: crop and normalise every chamber as the start model does, then train."""
     try:
@@ -97,7 +105,7 @@ class LabelTrainDock(Container):
     """Label cells on an image stack and train (or transfer) a counting model on them."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        super().__init__(labels=False, scrollable=True)
+        super().__init__(labels=False)
         self._viewer = viewer
         self._worker = None
         self._job: _Job | None = None
@@ -147,11 +155,13 @@ class LabelTrainDock(Container):
         )
         self._start = PushButton(text="Start training")
         self._stop = PushButton(text="Stop", enabled=False)
-        self.status = Label(value="")
+        self.status = wrapping(Label(value=""))
         self._save = PushButton(text="Save model…", enabled=False)
         self._count = PushButton(text="Count with this model", enabled=False)
-        self.extend(
-            [
+        self.plot = TrainingPlot()
+        self._content = Container(
+            labels=False,
+            widgets=[
                 Label(value="<b>Label cells</b>"),
                 self.labeling,
                 Label(value="<b>Train</b>"),
@@ -159,11 +169,12 @@ class LabelTrainDock(Container):
                 row(self._start, self._stop),
                 self.status,
                 row(self._save, self._count),
-            ]
+            ],
         )
-        self.plot = TrainingPlot()
-        self.native.layout().addWidget(self.plot)
-        self.native.layout().addStretch()
+        self._content.native.layout().addWidget(self.plot)
+        self._content.native.layout().addStretch()
+        self.native.layout().addWidget(_scrolling(self._content.native))
+        self.margins = (0, 0, 0, 0)
         self._start_model.changed.connect(self._on_start_model_changed)
         self._start.changed.connect(self._on_start)
         self._stop.changed.connect(self._on_stop)
@@ -172,6 +183,10 @@ class LabelTrainDock(Container):
         self._on_start_model_changed()
 
     # -- public API ------------------------------------------------------------------------
+    def reset_choices(self, *_) -> None:
+        """Refresh the layer choices (napari calls this when layers come and go)."""
+        self._content.reset_choices()
+
     def config(self) -> TrainConfig:
         """The training settings as a (validated) TrainConfig."""
         start = self._start_model.value
@@ -260,15 +275,17 @@ class LabelTrainDock(Container):
         if isinstance(report, str):
             self.status.value = report
             return
-        if report.message:
-            show_info(report.message)
         if report.epoch_end:
             validation = report.validation or {}
             if report.epoch == 0:
                 self.plot.clear("" if validation else "no validation: fewer than 5 labeled frames")
             self.plot.add_epoch(report.epoch, report.losses, validation.get("accuracy"))
-        self._advance(report)
         self.status.value = describe(report)
+        # last: napari's progress bar and notifications may process pending events (even the
+        # run's end) before they return, and nothing here may overwrite what those did
+        self._advance(report)
+        if report.message:
+            show_info(report.message)
 
     def _on_returned(self, result) -> None:
         self._job.returned = True
@@ -296,9 +313,9 @@ class LabelTrainDock(Container):
         self._trained = training
         self._save.enabled = True
         self.status.value = outcome(result)
+        self._on_save_model()
         if result.stopped.startswith("diverged"):
             show_warning(f"training {result.stopped}; the best model so far is kept")
-        self._on_save_model()
 
     # -- callbacks -------------------------------------------------------------------------
     def _on_start(self, value=None) -> None:
@@ -369,50 +386,10 @@ class LabelTrainDock(Container):
             total, done = math.ceil(minutes), int(report.elapsed_s // 60)
         if pbar.total != total:
             pbar.total = total
-        if done > pbar.n:
-            pbar.update(min(done, total) - pbar.n)
         pbar.set_description(f"Twin-VAE training: {describe(report, short=True)}")
+        if done > pbar.n and pbar is self._pbar:  # not closed meanwhile by the run's end
+            pbar.update(min(done, total) - pbar.n)
 
     def _confirm(self, question: str) -> bool:
         answer = QMessageBox.question(self.native, "Label & train", question)
         return answer == QMessageBox.StandardButton.Yes
-
-
-def describe(report: TrainProgress, short: bool = False) -> str:
-    """One line on where a run stands."""
-    limit = f"/{report.epochs}" if report.epochs is not None else ""
-    text = f"epoch {report.epoch + (0 if report.epoch_end else 1)}{limit}"
-    if not report.epoch_end and report.steps_per_epoch:
-        text += f", batch {report.step}/{report.steps_per_epoch}"
-    if report.remaining_s is not None:
-        text += f", {_duration(report.remaining_s)} left"
-    if short:
-        return text
-    if report.best and math.isfinite(report.best.get("accuracy", math.nan)):
-        best = report.best
-        on = "validation" if best.get("on") == "validation" else "training labels"
-        text += (
-            f" · best: epoch {best['epoch']}, {best['accuracy']:.0%} exact, "
-            f"MAE {best['mae']:.2f} ({on})"
-        )
-    return text
-
-
-def outcome(result) -> str:
-    """One line on how a run ended and which model it kept."""
-    best = result.best
-    text = f"{result.stopped} after {result.epochs} epoch(s) in {_duration(result.seconds)}"
-    if math.isfinite(best.get("accuracy", math.nan)):
-        text += (
-            f"; kept epoch {best['epoch']}: {best['accuracy']:.0%} exact, MAE {best['mae']:.2f}"
-            f" on {best.get('on', 'validation')}"
-        )
-    return text
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"

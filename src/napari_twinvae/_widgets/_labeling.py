@@ -8,85 +8,29 @@ live in the Points layer's metadata, so they stay with the layer.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, PushButton, Table
 from napari.layers import Image, Points, Shapes
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtWidgets import QAbstractItemView, QFileDialog
+from qtpy.QtWidgets import QAbstractItemView, QComboBox, QFileDialog, QHeaderView
 
-from napari_twinvae._widgets._layers import OWNER_KEY, find_owned, update_or_add
-from napari_twinvae.core.chambers import (
-    Region,
-    as_frames,
-    check_regions,
-    regions_from_shapes,
+from napari_twinvae._widgets._annotation import (
+    ANNOTATION_ROLE,
+    EMPTY_FRAMES_KEY,
+    already_clicked,
+    empty_frames,
+    frame_points,
+    image_stack,
 )
+from napari_twinvae._widgets._forms import default_folder, file_stem, form, row, wrapping
+from napari_twinvae._widgets._layers import OWNER_KEY, find_owned, update_or_add
+from napari_twinvae.core.chambers import Region, check_regions, regions_from_shapes
 from napari_twinvae.core.config import IMAGE_SIZE
 from napari_twinvae.core.labels import Labels, labels_from_points, load_annotation, save_annotation
 
-ANNOTATION_ROLE = "annotation"
-EMPTY_FRAMES_KEY = "twinvae_empty_frames"
-"""Points-layer metadata: the frames the user marked as holding no cells."""
-
 _DONE = ("added", "removed", "changed")  # napari's data events also fire before each change
-
-
-# -- helpers on layers ---------------------------------------------------------------------
-def image_stack(image) -> np.ndarray:
-    """The image layer's frames as a (T, H, W) array (no copy), or a ValueError that says why."""
-    if image is None:
-        raise ValueError("pick the image layer to label first")
-    if image.multiscale:
-        raise ValueError(f"{image.name}: multiscale images are not supported; open one scale")
-    if image.rgb:
-        raise ValueError(f"{image.name}: an RGB image; convert it to one gray channel first")
-    return as_frames(image.data)
-
-
-def empty_frames(layer) -> list[int]:
-    """The frames marked as holding no cells in a Points layer."""
-    if layer is None:
-        return []
-    return sorted({int(t) for t in layer.metadata.get(EMPTY_FRAMES_KEY, ())})
-
-
-def frame_points(layer) -> np.ndarray:
-    """A Points layer's data as (N, 3) rows of (frame, y, x); a 2D layer is frame 0."""
-    if layer is None:
-        return np.zeros((0, 3))
-    data = np.asarray(layer.data, dtype=np.float64).reshape(-1, layer.ndim)
-    if layer.ndim == 2:
-        return np.column_stack([np.zeros(len(data)), data])
-    if layer.ndim != 3:
-        raise ValueError(f"{layer.name}: points must be (frame, y, x), the layer is {layer.ndim}D")
-    return data
-
-
-def default_folder(layer) -> Path:
-    """The folder of the layer's source file, else the home folder: where files are offered."""
-    source = getattr(getattr(layer, "source", None), "path", None)
-    return Path(source).parent if source else Path.home()
-
-
-def file_stem(layer) -> str:
-    """The layer's name, fit for a file name."""
-    name = re.sub(r"[^\w.-]+", "_", layer.name if layer is not None else "").strip("._")
-    return name or "cells"
-
-
-def _matched(new: np.ndarray, old: np.ndarray, tolerance: float = 0.01) -> np.ndarray:
-    """Which rows of ``new`` already have a point at the same place in ``old`` (per frame)."""
-    found = np.zeros(len(new), dtype=bool)
-    new_frame, old_frame = np.rint(new[:, 0]), np.rint(old[:, 0])
-    for frame in np.unique(new_frame):
-        here, there = new_frame == frame, old_frame == frame
-        if there.any():
-            gap = np.abs(new[here][:, None, 1:] - old[there][None, :, 1:]).max(axis=-1)
-            found[here] = (gap < tolerance).any(axis=1)
-    return found
 
 
 class LabelingPanel(Container):
@@ -114,8 +58,13 @@ class LabelingPanel(Container):
             tooltip="one rectangle per chamber (shared with Count cells); empty: the whole frame",
         )
         self.chambers.null_string = "(whole frame)"
-        for combo in (self.cells, self.chambers):
+        for combo in (self.image, self.cells, self.chambers):
             combo.reset_choices()
+            # long layer names must not widen the dock
+            combo.native.setSizeAdjustPolicy(
+                QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+            )
+            combo.native.setMinimumContentsLength(12)
         self.frame_info = Label(value="")
         self._click = PushButton(text="Click cells", tooltip="add a point on every cell")
         self._empty = PushButton(text="Frame has no cells")
@@ -124,10 +73,13 @@ class LabelingPanel(Container):
         self.table.native.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.native.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.native.verticalHeader().setVisible(False)
+        self.table.native.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.table.native.setMinimumHeight(120)
         self._save = PushButton(text="Save labels…")
         self._load = PushButton(text="Load labels…")
         self._table_frames: list[int] = []
+        for label in (self.frame_info, self.summary):
+            wrapping(label)
         self.extend(
             [
                 form(self.image, self.cells, self.chambers),
@@ -239,7 +191,7 @@ class LabelingPanel(Container):
             )
         layer = self.ensure_annotation()
         old = frame_points(layer)
-        new = loaded.points[~_matched(loaded.points, old)]
+        new = loaded.points[~already_clicked(loaded.points, old)]
         with_points = np.rint(loaded.points[:, 0]).astype(np.int64)
         marked = set(empty_frames(layer)) | set(np.setdiff1d(frames, with_points).tolist())
         layer.metadata[EMPTY_FRAMES_KEY] = sorted(marked)
@@ -422,17 +374,6 @@ class LabelingPanel(Container):
 def _role(layer) -> str | None:
     tag = layer.metadata.get(OWNER_KEY)
     return tag.get("role") if isinstance(tag, dict) else None
-
-
-def form(*widgets, layout: str = "vertical") -> Container:
-    """Widgets grouped without extra margins: labeled in a column, unlabeled in a row."""
-    box = Container(widgets=list(widgets), layout=layout, labels=layout == "vertical")
-    box.margins = (0, 0, 0, 0)
-    return box
-
-
-def row(*widgets) -> Container:
-    return form(*widgets, layout="horizontal")
 
 
 def _follow(old, new, callback):

@@ -1,6 +1,7 @@
-"""A small live plot of a training run: loss per twin (log scale) and validation accuracy.
+"""How a training run is shown: a small live plot of the loss per twin (log scale) and the
+validation accuracy, and one-line summaries of its progress and outcome.
 
-Drawn with QPainter, so it needs nothing beyond Qt: the curves grow by one point per epoch.
+The plot is drawn with QPainter, so it needs nothing beyond Qt; it grows by one point per epoch.
 """
 
 from __future__ import annotations
@@ -56,12 +57,11 @@ class TrainingPlot(QWidget):
         grid.setAlpha(50)
         metrics = painter.fontMetrics()
         pad = metrics.height()
-        area = QRectF(
-            pad * 2.6, pad * 1.6, self.width() - pad * 5.2, self.height() - pad * 3.0
-        )  # room for both axes' numbers, the legend above and the epochs below
+        top = self._legend(painter, self.width()) + pad * 0.4
+        # room for the loss numbers on the left, the percentages on the right, epochs below
+        area = QRectF(pad * 2.6, top, self.width() - pad * 5.0, self.height() - top - pad * 1.4)
         painter.setPen(QPen(grid, 1))
         painter.drawRect(area)
-        self._legend(painter, area, text)
         losses = [p for points in self.losses.values() for p in points]
         epochs = [e for e, _ in losses + self.accuracy]
         if not epochs:
@@ -95,17 +95,23 @@ class TrainingPlot(QWidget):
             painter.setPen(text)
             painter.drawText(area.adjusted(4, 2, -4, -2), Qt.AlignmentFlag.AlignTop, self.note)
 
-    def _legend(self, painter: QPainter, area: QRectF, text: QColor) -> None:
-        x = area.left()
-        y = area.top() - painter.fontMetrics().height() * 0.5
+    def _legend(self, painter: QPainter, width: float) -> float:
+        """Draw the legend along the top, wrapping to the width; returns its height."""
+        metrics = painter.fontMetrics()
+        line = metrics.height() * 1.2
+        x, y = 4.0, metrics.ascent() + 2.0
         entries = [(f"{twin} loss", color) for twin, color in LOSS_SERIES.items()]
         entries.append(("validation accuracy", ACCURACY_COLOR))
         for name, color in entries:
+            needed = 18 + metrics.horizontalAdvance(name)
+            if x > 4 and x + needed > width:
+                x, y = 4.0, y + line
             painter.setPen(QPen(QColor(color), 2))
-            painter.drawLine(QPointF(x, y - 3), QPointF(x + 14, y - 3))
-            painter.setPen(text)
+            painter.drawLine(QPointF(x, y - 4), QPointF(x + 14, y - 4))
+            painter.setPen(self.palette().color(QPalette.ColorRole.WindowText))
             painter.drawText(QPointF(x + 18, y), name)
-            x += 30 + painter.fontMetrics().horizontalAdvance(name)
+            x += needed + 12
+        return y + metrics.descent() + 4
 
     def _loss_curves(self, painter, area, x_at, text, grid, losses) -> None:
         logs = [math.log10(v) for _, v in losses]
@@ -151,3 +157,43 @@ def _curve(painter: QPainter, points: list[tuple[float, float]], color: str) -> 
     for x, y in points[-1:] if len(points) > 30 else points:  # dots while there are few epochs
         painter.drawEllipse(QPointF(x, y), 2.5, 2.5)
     painter.setBrush(Qt.BrushStyle.NoBrush)
+
+
+def describe(report, short: bool = False) -> str:
+    """One line on where a run stands."""
+    limit = f"/{report.epochs}" if report.epochs is not None else ""
+    text = f"epoch {report.epoch + (0 if report.epoch_end else 1)}{limit}"
+    if not report.epoch_end and report.steps_per_epoch:
+        text += f", batch {report.step}/{report.steps_per_epoch}"
+    if report.remaining_s is not None:
+        text += f", {_duration(report.remaining_s)} left"
+    if short:
+        return text
+    if report.best and math.isfinite(report.best.get("accuracy", math.nan)):
+        best = report.best
+        on = "validation" if best.get("on") == "validation" else "training labels"
+        text += (
+            f" · best: epoch {best['epoch']}, {best['accuracy']:.0%} exact, "
+            f"MAE {best['mae']:.2f} ({on})"
+        )
+    return text
+
+
+def outcome(result) -> str:
+    """One line on how a run ended and which model it kept."""
+    best = result.best
+    text = f"{result.stopped} after {result.epochs} epoch(s) in {_duration(result.seconds)}"
+    if math.isfinite(best.get("accuracy", math.nan)):
+        text += (
+            f"; kept epoch {best['epoch']}: {best['accuracy']:.0%} exact, MAE {best['mae']:.2f}"
+            f" on {best.get('on', 'validation')}"
+        )
+    return text
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
