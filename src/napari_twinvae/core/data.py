@@ -183,11 +183,14 @@ def augment(
         return low + (high - low) * u
 
     angle = uniform(-cfg.max_rotation, cfg.max_rotation) * (math.pi / 180.0)
-    if cfg.quarter_turns:
-        turns = torch.randint(0, 4, (b,), generator=generator, device=device)
-        angle = angle + turns.to(torch.float32) * (math.pi / 2)
-    scale = uniform(cfg.crop_min, cfg.crop_max)
     cos, sin = torch.cos(angle), torch.sin(angle)
+    if cfg.quarter_turns:
+        # composed with exact quarter turns (entries 0, +-1), so turns alone move whole pixels
+        turns = torch.randint(0, 4, (b,), generator=generator, device=device)
+        quarter_cos = torch.tensor([1.0, 0.0, -1.0, 0.0], device=device)[turns]
+        quarter_sin = torch.tensor([0.0, 1.0, 0.0, -1.0], device=device)[turns]
+        cos, sin = cos * quarter_cos - sin * quarter_sin, sin * quarter_cos + cos * quarter_sin
+    scale = uniform(cfg.crop_min, cfg.crop_max)
     # the rotated crop reaches scale * (|cos| + |sin|) from its centre in normalised units
     reach = scale * (cos.abs() + sin.abs())
     room = (1.0 - reach).clamp(min=0.0)

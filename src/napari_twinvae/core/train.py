@@ -436,8 +436,12 @@ class _Run:
                 x, counts, labeled = self._batch(domain, index)
                 problem = self._step(domain, x, counts, labeled, regress, epoch - 1, sums)
                 if problem:
-                    self._say(f"diverged: {problem} in epoch {epoch}, batch {step} ({domain})")
-                    return f"diverged: {problem}"
+                    reason = (
+                        f"diverged: {problem} in epoch {epoch}, batch {step} ({domain} twin); "
+                        "a lower learning rate may help"
+                    )
+                    self._say(f"{reason}; keeping the model of epoch {self.best['epoch']}")
+                    return reason
                 if step < steps:
                     yield self._progress(epoch - 1, step, steps, _means(sums), None, False)
                     if self._out_of_time():  # the partial epoch's work is validated too

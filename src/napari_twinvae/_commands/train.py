@@ -1,0 +1,232 @@
+"""``napari-twinvae train``: train or transfer a Twin-VAE on a labeled image stack.
+
+One progress line per epoch goes to stderr; the last line on stdout is a JSON object with the
+kept model's validation metrics and the output path. The model file is written atomically at the
+end of the run, so an existing file is replaced only by a finished model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+
+from napari_twinvae.cli import UsageError
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 256  # frames cropped at a time: a memory-mapped stack is read piece by piece
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train or transfer a model on your frames and labels",
+        description=(
+            "Train a Twin-VAE on IMAGES (a TIFF stack T x H x W or one 2D image) with the counts "
+            "in LABELS and freshly generated synthetic images, and write the best model to OUT. "
+            "By default a transfer from the shipped model; --init scratch trains a new one."
+        ),
+    )
+    parser.add_argument("images", type=Path, metavar="IMAGES", help="TIFF stack or 2D image")
+    parser.add_argument(
+        "--labels",
+        type=Path,
+        required=True,
+        metavar="LABELS.csv",
+        help="frame,count table or napari Points CSV (index,axis-0,axis-1,axis-2)",
+    )
+    parser.add_argument("--out", type=Path, required=True, metavar="MODEL.pt", help="model file")
+    parser.add_argument(
+        "--init",
+        default="default",
+        metavar="default|scratch|PATH",
+        help="start model: the shipped one, none (scratch), or a model file (default: default)",
+    )
+    parser.add_argument(
+        "--freeze",
+        default="none",
+        choices=("none", "core", "outer", "thaw"),
+        help="layers kept fixed during transfer (default: none)",
+    )
+    parser.add_argument(
+        "--no-decoder",
+        dest="decoder",
+        action="store_false",
+        help="transfer without decoders: about twice as fast, learns from labeled frames only",
+    )
+    parser.add_argument("--epochs", type=int, default=None, help="epoch limit (default: 50)")
+    parser.add_argument("--minutes", type=float, default=None, help="time budget in minutes")
+    parser.add_argument("--preset", default="pc", choices=("bf", "pc"), help="synthetic images")
+    parser.add_argument(
+        "--synthetic-ratio", type=float, default=2.0, metavar="R", help="synthetic : natural"
+    )
+    parser.add_argument("--optimizer", default="adam", choices=("adam", "radam"))
+    parser.add_argument("--learning-rate", type=float, default=1.3e-4, metavar="LR")
+    parser.add_argument("--batch-size", type=int, default=64, metavar="B")
+    parser.add_argument("--seed", type=int, default=0, metavar="S")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument(
+        "--rois",
+        type=Path,
+        metavar="ROIS.csv",
+        help="chamber rectangles as a napari Shapes CSV (default: the whole frame)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from napari_twinvae.core.device import select_device
+    from napari_twinvae.core.train import TrainConfig, Training, normalization_for
+
+    epochs = args.epochs
+    if epochs is None and args.minutes is None:
+        epochs = 50
+    if args.out.is_dir():
+        raise UsageError(f"{args.out}: is a folder; give the model file's name")
+    config = TrainConfig(
+        init=args.init,
+        freeze=args.freeze,
+        decoder=args.decoder,
+        epochs=epochs,
+        minutes=args.minutes,
+        preset=args.preset,
+        synthetic_ratio=args.synthetic_ratio,
+        optimizer=args.optimizer,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=args.device,
+    )
+    select_device(config.device)  # an unavailable GPU is said now, not after the cropping
+    normalization = normalization_for(config.init)  # a missing or bad start model, ditto
+    natural = load_natural(args.images, args.labels, args.rois, normalization)
+
+    training = Training(natural, config, normalization)
+    gen = training.run()
+    try:
+        while True:
+            progress = next(gen)
+            if progress.message:
+                print(f"note: {progress.message}", file=sys.stderr)
+            if progress.epoch_end:
+                print(progress_line(progress), file=sys.stderr, flush=True)
+    except StopIteration:
+        pass
+    except KeyboardInterrupt:
+        gen.close()  # nothing is written: the old file (if any) stays
+        raise
+    result = training.result
+    if result.stopped.startswith("diverged"):
+        print(
+            f"warning: training {result.stopped}; saving the model of epoch {result.best['epoch']}",
+            file=sys.stderr,
+        )
+    path = training.save(args.out)
+    summary = {
+        "out": str(path),
+        "stopped": result.stopped,
+        "epochs": result.epochs,
+        "seconds": round(result.seconds, 1),
+        "selection": result.selection,
+        "best_epoch": result.best.get("epoch"),
+        "metrics_on": result.best.get("on"),
+        **{k: result.best.get(k) for k in ("n", "accuracy", "mae", "mre")},
+    }
+    print(json.dumps(_json_safe(summary)))
+    return 0
+
+
+def load_natural(images: Path, labels: Path, rois: Path | None, normalization):
+    """The natural set of the CLI: stack, chamber rectangles and labels, checked against each other."""
+    import numpy as np
+
+    from napari_twinvae.core.chambers import (
+        as_frames,
+        chamber_crops,
+        check_regions,
+        read_regions_csv,
+        resized_whole_frame,
+    )
+    from napari_twinvae.core.data import natural_set
+    from napari_twinvae.core.io import read_stack
+    from napari_twinvae.core.labels import (
+        labels_from_points,
+        labels_from_table,
+        load_annotation,
+        read_labels,
+    )
+
+    stack = as_frames(read_stack(images))
+    n_frames = stack.shape[0]
+    regions = None
+    if rois is not None:
+        regions = check_regions(read_regions_csv(rois), stack.shape[1:])
+    elif resized_whole_frame(stack.shape, None):
+        print(
+            f"note: frames are {stack.shape[1]}x{stack.shape[2]}; each whole frame is resized "
+            "to 128x128 (mark chambers with --rois for better counts)",
+            file=sys.stderr,
+        )
+    table = read_labels(labels)  # checks the file: columns, counts in 0..30, not empty
+    if regions is not None and _is_points_csv(labels):
+        annotation = load_annotation(labels)  # each point counts for the chamber that holds it
+        label_set = labels_from_points(
+            annotation.points, annotation.labeled_frames, n_frames, regions
+        )
+    elif regions is not None and len(regions) > 1:
+        raise UsageError(
+            f"{labels}: a frame,count table labels whole frames; with {len(regions)} chambers "
+            "give the clicked cells as a napari Points CSV"
+        )
+    else:
+        label_set = labels_from_table(table, n_frames)
+    crops = np.concatenate(
+        [
+            chamber_crops(stack[start : start + _CHUNK], regions, normalization)
+            for start in range(0, n_frames, _CHUNK)
+        ]
+    )
+    return natural_set(crops, label_set)
+
+
+def progress_line(progress) -> str:
+    """One line per epoch: losses per twin, validation metrics, the best epoch, time left."""
+    total = f"/{progress.epochs}" if progress.epochs else ""
+    parts = [f"epoch {progress.epoch}{total}"]
+    for twin, terms in progress.losses.items():
+        if not math.isnan(terms["total"]):
+            parts.append(f"{twin} loss {terms['total']:.4g}")
+    if progress.validation:
+        v = progress.validation
+        parts.append(f"validation accuracy {v['accuracy']:.1%} MAE {v['mae']:.2f}")
+    if progress.best:
+        parts.append(f"best epoch {progress.best['epoch']}")
+    parts.append(f"{_clock(progress.elapsed_s)} elapsed")
+    if progress.remaining_s is not None:
+        parts.append(f"~{_clock(progress.remaining_s)} left")
+    return "  ".join(parts)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def _is_points_csv(path: Path) -> bool:
+    with open(path, newline="", encoding="utf-8") as f:
+        header = next(csv.reader(f), [])
+    return "count" not in header and "axis-0" in header
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    return value

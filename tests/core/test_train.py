@@ -1,0 +1,308 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from napari_twinvae.core import train as train_module
+from napari_twinvae.core.config import LossWeights, ModelConfig
+from napari_twinvae.core.data import NaturalSet
+from napari_twinvae.core.io import CheckpointError, load_checkpoint, save_checkpoint
+from napari_twinvae.core.model import TwinVAE
+from napari_twinvae.core.synthetic import SynthConfig, generate
+from napari_twinvae.core.train import (
+    CORE_PARTS,
+    OUTER_PARTS,
+    TrainConfig,
+    Training,
+    frozen_parameters,
+    iter_train,
+    parameter_part,
+    thaw_stage,
+    train,
+    validation_split,
+)
+
+TINY = ModelConfig(
+    encoder_channels=(4, 8, 8, 16), shared_channels=16, latent_dim=8, regressor_hidden=(8, 4)
+)
+
+
+def _natural(n=24, labeled=16, seed=0):
+    """Synthetic frames standing in for natural ones: 3-10 cells, the first ``labeled`` labeled."""
+    counts = np.random.default_rng(seed).integers(3, 11, n)
+    images = generate(n, SynthConfig(), rng=seed, counts=counts).images
+    mask = np.arange(n) < labeled
+    return NaturalSet(images, np.where(mask, counts, 0), mask)
+
+
+def _config(**changes):
+    settings = {
+        "init": "scratch",
+        "model": TINY,
+        "epochs": 2,
+        "batch_size": 8,
+        "learning_rate": 3e-3,
+        "synthetic_ratio": 1.0,
+        "regressor_delay": 0,
+        "validation_share": 0.25,
+    }
+    return TrainConfig(**{**settings, **changes})
+
+
+@pytest.fixture(scope="module")
+def start_model(tmp_path_factory):
+    """A small trained-looking checkpoint to transfer from."""
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("models") / "start.pt"
+    save_checkpoint(path, TwinVAE(TINY))
+    return path
+
+
+def _state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_config_round_trips_through_json():
+    config = TrainConfig(
+        init="/models/bf.pt",
+        freeze="thaw",
+        decoder=False,
+        epochs=None,
+        minutes=12.5,
+        preset="bf",
+        optimizer="radam",
+        loss=LossWeights(reconstruction_kind="bce", reconstruction_decay=3e-5),
+        model=TINY,
+        seed=7,
+    )
+    assert TrainConfig.from_json(config.to_json()) == config
+    with pytest.raises(ValueError, match="no setting"):
+        TrainConfig.from_dict({"epoch": 3})
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"freeze": "middle"}, "freeze strategy"),
+        ({"init": "scratch", "freeze": "core"}, "needs a trained start model"),
+        ({"epochs": None, "minutes": None}, "epoch limit"),
+        ({"epochs": 0}, "at least 1"),
+        ({"optimizer": "sgd"}, "optimizer"),
+        ({"batch_size": 1}, "batch_size"),
+        ({"learning_rate": 0.0}, "learning_rate"),
+        ({"preset": "dic"}, "preset"),
+    ],
+)
+def test_config_refuses_bad_settings(changes, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**changes)
+
+
+def test_validation_split_is_stratified_by_count():
+    counts = np.repeat(np.arange(10), 5)
+    natural = NaturalSet(np.zeros((50, 128, 128), np.float32), counts, np.ones(50, bool))
+    held = validation_split(natural, 0.2, seed=3)
+    assert held.size == 10
+    assert sorted(counts[held].tolist()) == list(range(10))  # one of every count
+    few = NaturalSet(np.zeros((4, 128, 128), np.float32), np.arange(4), np.ones(4, bool))
+    assert validation_split(few, 0.5).size == 0
+
+
+def test_two_epochs_lower_the_validation_error_of_the_untrained_model():
+    result = train(_natural(), _config())
+    untrained = result.history[0]["validation"]
+    assert result.history[0]["epoch"] == 0 and untrained["n"] == 4
+    assert [h["epoch"] for h in result.history] == [0, 1, 2]
+    assert result.stopped == "finished" and result.epochs == 2
+    assert result.best["epoch"] >= 1 and result.best["mae"] < untrained["mae"]
+    assert not result.model.training
+    assert next(result.model.parameters()).device.type == "cpu"
+
+
+def test_cpu_runs_repeat_for_a_seed():
+    natural = _natural()
+    first, second = train(natural, _config(epochs=1)), train(natural, _config(epochs=1))
+    other = train(natural, _config(epochs=1, seed=1))
+    for key, value in _state(first.model).items():
+        assert torch.equal(value, second.model.state_dict()[key]), key
+    assert first.history[1]["losses"] == second.history[1]["losses"]
+    assert first.history[1]["losses"] != other.history[1]["losses"]
+
+
+def test_parts_cover_every_parameter():
+    model = TwinVAE(TINY)
+    names = [n for n, _ in model.named_parameters()]
+    core = {n for n in names if parameter_part(n) == "core"}
+    outer = {n for n in names if parameter_part(n) == "outer"}
+    assert core | outer == set(names) and not core & outer
+    assert {n.split(".")[0] for n in core} == set(CORE_PARTS)
+    assert {n.split(".")[0] for n in outer} == set(OUTER_PARTS)
+
+
+@pytest.mark.parametrize("freeze", ["none", "core", "outer"])
+def test_freezing_leaves_exactly_the_frozen_parameters_unchanged(freeze, start_model):
+    before = load_checkpoint(start_model).model
+    config = _config(init=str(start_model), freeze=freeze, epochs=1, validation_share=0.0)
+    result = train(_natural(), config)  # no validation: the last model is kept
+    assert "too few" in result.selection or "last epoch" in result.selection
+    after = result.model.state_dict()
+    for name, param in before.named_parameters():
+        unchanged = torch.equal(param, after[name])
+        assert unchanged == (freeze != "none" and parameter_part(name) == freeze), name
+    for name, buffer in before.named_buffers():  # frozen batch norms keep their statistics
+        if name.endswith("running_mean"):
+            kept = torch.equal(buffer, after[name])
+            assert kept == (freeze != "none" and parameter_part(name) == freeze), name
+
+
+def test_thaw_unfreezes_in_five_stages_from_the_inside_out(start_model):
+    model = TwinVAE(TINY)
+    names = {n for n, _ in model.named_parameters()}
+    frozen = [frozen_parameters(model, "thaw", f) for f in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)]
+    assert names - frozen[0] == {
+        n for n in names if n.split(".")[0] in ("regressor", "mu", "logvar", "expand")
+    }
+    for earlier, later in zip(frozen[:4], frozen[1:5], strict=True):
+        assert later < earlier  # each stage unfreezes more
+    assert frozen[4] == frozen[5] == set()
+    assert thaw_stage("encoders.natural.9.weight") == 2  # last encoder convolution
+    assert thaw_stage("decoders.synthetic.0.weight") == 2  # first decoder block
+    assert thaw_stage("encoders.natural.0.weight") == 4  # the image side trains last
+    assert thaw_stage("decoders.natural.12.weight") == 4
+
+    # a run of 5 epochs, stopped after the first: only the innermost layers have moved
+    before = load_checkpoint(start_model).model
+    config = _config(init=str(start_model), freeze="thaw", epochs=5, validation_share=0.0)
+    training = Training(_natural(), config)
+    gen = training.run()
+    for progress in gen:
+        if progress.epoch == 1 and progress.epoch_end:
+            gen.close()
+    after = training.result.model.state_dict()
+    for name, param in before.named_parameters():
+        assert torch.equal(param, after[name]) == (thaw_stage(name) > 0), name
+
+
+def test_decoder_free_training_never_runs_a_decoder(start_model, monkeypatch):
+    def boom(*args, **kwargs):
+        raise AssertionError("a decoder ran")
+
+    monkeypatch.setattr(TwinVAE, "decode", boom)
+    monkeypatch.setattr(torch.nn.ConvTranspose2d, "forward", boom)
+    before = load_checkpoint(start_model).model
+    result = train(_natural(), _config(init=str(start_model), decoder=False, epochs=1))
+    for twin in ("natural", "synthetic"):
+        assert result.history[1]["losses"][twin]["reconstruction"] == 0.0
+    decoder_names = [n for n, _ in before.named_parameters() if "decoder" in n]
+    assert decoder_names
+    for name in decoder_names:
+        assert torch.equal(before.state_dict()[name], result.model.state_dict()[name])
+
+
+def test_decoder_free_training_needs_labels(start_model):
+    unlabeled = _natural(labeled=0)
+    with pytest.raises(ValueError, match="label some frames"):
+        train(unlabeled, _config(init=str(start_model), decoder=False))
+
+
+def test_closing_the_generator_keeps_the_best_model_so_far():
+    training = Training(_natural(), _config(epochs=3))
+    gen = training.run()
+    seen = []
+    for progress in gen:
+        seen.append(progress)
+        if progress.epoch == 1 and progress.step == 2 and not progress.epoch_end:
+            gen.close()  # Stop in the middle of epoch 2
+    result = training.result
+    assert result is not None and result.stopped == "cancelled"
+    assert result.epochs == 1 and result.best["epoch"] in (0, 1)
+    assert all(torch.isfinite(p).all() for p in result.model.parameters())
+    assert not result.model.training
+    with torch.no_grad():
+        assert result.model.count(torch.rand(2, 1, 128, 128)).shape == (2,)
+    # progress came after every batch, so Stop waited for at most one batch
+    assert seen[1].step == 1 and seen[1].steps_per_epoch > 2
+
+
+def test_a_huge_learning_rate_diverges_and_keeps_the_best_model():
+    natural = _natural()
+    result = train(natural, _config(learning_rate=1e4, epochs=3))
+    assert result.stopped.startswith("diverged: ")
+    assert any("diverged" in m for m in result.messages)
+    assert all(torch.isfinite(p).all() for p in result.model.parameters())
+    assert result.best["epoch"] == 0  # nothing after the start was better
+
+
+def test_a_non_finite_loss_stops_with_a_clear_reason(monkeypatch):
+    real = train_module.twin_loss
+    calls = []
+
+    def poisoned(*args, **kwargs):
+        terms = real(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 8:  # in the second epoch
+            return terms._replace(kld=torch.tensor(float("nan")))
+        return terms
+
+    monkeypatch.setattr(train_module, "twin_loss", poisoned)
+    result = train(_natural(), _config(epochs=3))
+    assert result.stopped.startswith("diverged: the loss became non-finite (kld) in epoch 2")
+    assert result.epochs == 1 and result.best["epoch"] in (0, 1)
+    kept = result.history[result.best["epoch"]]["validation"]
+    assert result.best["mae"] == kept["mae"]
+
+
+def test_few_labels_keep_the_last_model_and_say_so():
+    result = train(_natural(labeled=3), _config(epochs=1))
+    assert result.best["on"] == "training labels" and result.best["epoch"] == 1
+    assert result.best["n"] == 3
+    assert "too few labels" in result.selection
+    assert any("only 3 labeled" in m for m in result.messages)
+
+
+def test_a_time_budget_stops_the_run(monkeypatch):
+    result = train(_natural(), _config(epochs=None, minutes=1e-6))
+    assert result.stopped == "time budget"
+    assert result.history[-1].get("partial_steps") == 1
+
+
+def test_regressor_delay_holds_back_the_count_term_from_scratch():
+    result = train(_natural(), _config(epochs=2, regressor_delay=1))
+    assert result.history[1]["losses"]["natural"]["regression"] == 0.0
+    assert result.history[2]["losses"]["natural"]["regression"] > 0.0
+
+
+def test_progress_reports_losses_per_twin_and_time():
+    progress = list(iter_train(_natural(), _config(epochs=1)))
+    ends = [p for p in progress if p.epoch_end]
+    assert [p.epoch for p in ends] == [0, 1]
+    last = ends[-1]
+    assert last.step == last.steps_per_epoch and last.validation["n"] == 4
+    for twin in ("natural", "synthetic"):
+        assert set(last.losses[twin]) == {"total", "reconstruction", "regression", "kld"}
+        assert math.isfinite(last.losses[twin]["total"])
+    assert last.remaining_s == 0.0 and last.elapsed_s > 0
+
+
+def test_saved_model_carries_the_summary(tmp_path):
+    training = Training(_natural(), _config(epochs=1))
+    for _ in training.run():
+        pass
+    path = training.save(tmp_path / "model.pt")
+    loaded = load_checkpoint(path)
+    summary = loaded.summary
+    assert TrainConfig.from_dict(summary["config"]) == training.config
+    assert summary["stopped"] == "finished" and summary["epochs"] == 1
+    assert summary["best"]["epoch"] == training.result.best["epoch"]
+    assert summary["seconds"] > 0 and summary["labeled"] == {"training": 12, "validation": 4}
+    for key, value in training.result.model.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[key], value)
+
+
+def test_the_default_model_is_missing_in_one_line(monkeypatch, tmp_path):
+    from napari_twinvae.core import io
+
+    monkeypatch.setattr(io, "default_model_path", lambda: tmp_path / "none.pt")
+    with pytest.raises(CheckpointError, match="no default model"):
+        train(_natural(), TrainConfig())

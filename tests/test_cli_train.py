@@ -1,0 +1,135 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_twinvae.cli import main
+from napari_twinvae.core.config import ModelConfig
+from napari_twinvae.core.io import load_checkpoint, save_checkpoint
+from napari_twinvae.core.model import TwinVAE
+from napari_twinvae.core.synthetic import SynthConfig, generate
+
+TINY = ModelConfig(
+    encoder_channels=(4, 8, 8, 16), shared_channels=16, latent_dim=8, regressor_hidden=(8, 4)
+)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A 12-frame stack, its counts as frame,count and as Points CSV, and a small start model."""
+    folder = tmp_path_factory.mktemp("train")
+    counts = np.random.default_rng(0).integers(2, 9, 12)
+    batch = generate(12, SynthConfig(), rng=0, counts=counts)
+    tifffile.imwrite(folder / "stack.tif", (batch.images * 255).astype(np.uint8))
+    rows = ["frame,count", *(f"{t},{c}" for t, c in enumerate(counts[:8]))]
+    (folder / "counts.csv").write_text("\n".join(rows) + "\n")
+    points = ["index,axis-0,axis-1,axis-2"]
+    for i, (t, y, x) in enumerate(batch.centres):
+        if t < 8:
+            points.append(f"{i},{int(t)},{y:.2f},{x:.2f}")
+    (folder / "points.csv").write_text("\n".join(points) + "\n")
+    torch.manual_seed(0)
+    save_checkpoint(folder / "start.pt", TwinVAE(TINY))
+    return folder
+
+
+def _train(files, tmp_path, *extra):
+    return [
+        "train",
+        str(files / "stack.tif"),
+        "--labels",
+        str(files / "counts.csv"),
+        "--out",
+        str(tmp_path / "model.pt"),
+        "--init",
+        str(files / "start.pt"),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--device",
+        "cpu",
+        *extra,
+    ]
+
+
+def test_train_writes_a_model_and_ends_with_json(files, tmp_path, capsys):
+    assert main(_train(files, tmp_path, "--freeze", "core", "--seed", "2")) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out.strip().splitlines()[-1])
+    assert report["out"] == str(tmp_path / "model.pt") and report["stopped"] == "finished"
+    assert report["metrics_on"] == "validation" and report["n"] == 2
+    assert {"accuracy", "mae", "mre", "best_epoch"} <= set(report)
+    epoch_lines = [line for line in captured.err.splitlines() if line.startswith("epoch ")]
+    assert len(epoch_lines) == 2  # before training, and after the one epoch
+    loaded = load_checkpoint(tmp_path / "model.pt")
+    assert loaded.config == TINY
+    assert loaded.summary["config"]["freeze"] == "core" and loaded.summary["config"]["seed"] == 2
+
+
+def test_points_csv_and_chamber_rectangles(files, tmp_path, capsys):
+    rois = tmp_path / "rois.csv"
+    rois.write_text(
+        "index,shape-type,vertex-index,axis-0,axis-1\n"
+        "0,rectangle,0,0,0\n0,rectangle,1,0,128\n0,rectangle,2,128,128\n0,rectangle,3,128,0\n"
+    )
+    args = _train(files, tmp_path, "--no-decoder", "--rois", str(rois))
+    args[args.index("--labels") + 1] = str(files / "points.csv")
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    summary = load_checkpoint(report["out"]).summary
+    assert summary["config"]["decoder"] is False
+    assert summary["labeled"]["training"] + summary["labeled"]["validation"] == 8
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda d: (d / "labels.csv").write_text("frame,count\n0,3\n40,2\n"), "frames 0..11"),
+        (lambda d: (d / "labels.csv").write_text("frame,count\n0,31\n"), "0..30"),
+        (lambda d: (d / "labels.csv").write_text("frame,count\n0,-1\n"), "0..30"),
+        (lambda d: (d / "labels.csv").write_text(""), "empty"),
+        (lambda d: (d / "labels.csv").write_text("frame,count\n"), "no labels"),
+        (lambda d: (d / "stack.tif").write_bytes(b"junk"), "not a readable"),
+        (lambda d: tifffile.imwrite(d / "stack.tif", np.zeros((2, 2, 8, 8), np.uint8)), "4D"),
+    ],
+)
+def test_bad_input_ends_with_one_line_and_status_2(files, tmp_path, capsys, setup, message):
+    tifffile.imwrite(tmp_path / "stack.tif", tifffile.imread(files / "stack.tif"))
+    (tmp_path / "labels.csv").write_text((files / "counts.csv").read_text())
+    setup(tmp_path)
+    out = tmp_path / "model.pt"
+    out.write_bytes(b"an older model")
+    args = _train(files, tmp_path)
+    args[1] = str(tmp_path / "stack.tif")
+    args[args.index("--labels") + 1] = str(tmp_path / "labels.csv")
+    assert main(args) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
+    assert out.read_bytes() == b"an older model"  # nothing the user had is lost
+
+
+def test_missing_default_model_and_bad_options_exit_2(files, tmp_path, monkeypatch):
+    from napari_twinvae.core import io
+
+    monkeypatch.setattr(io, "default_model_path", lambda: tmp_path / "none.pt")
+    args = _train(files, tmp_path)
+    args[args.index("--init") + 1] = "default"
+    assert main(args) == 2
+    assert main(_train(files, tmp_path, "--epochs", "0")) == 2
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_command_line_subprocess_reports_one_line(files, tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "napari_twinvae", *_train(files, tmp_path, "--minutes", "-1")],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "minutes must be positive" in lines[0], out.stderr
