@@ -162,13 +162,13 @@ def test_labels_round_trip_through_files_and_loading_merges(dock_on, tmp_path, m
 
     other = tmp_path / "long.csv"
     other.write_text("index,axis-0,axis-1,axis-2\n0,9,1,1\n")
-    with pytest.raises(ValueError, match="labels frame 9, but movie has 6 frame"):
+    with pytest.raises(ValueError, match="labels frame 9, but movie has frames 0..5"):
         panel.load_labels(other)
     assert len(restored.data) == 4  # an error changes nothing
     monkey.undo()
 
 
-def test_the_annotation_layer_is_reused_not_duplicated(dock_on, make_napari_viewer):
+def test_the_annotation_layer_is_reused_not_duplicated(dock_on, tmp_path):
     viewer, image, dock = dock_on(np.zeros((3, 32, 32)))
     panel = dock.labeling
     _click(panel._click)
@@ -186,6 +186,10 @@ def test_the_annotation_layer_is_reused_not_duplicated(dock_on, make_napari_view
     assert cells.ndim == 2 and cells != first
     cells.add([[4, 4]])
     assert panel.frame_info.value == "image: 1 cell"
+    panel.save_labels(tmp_path / "single.csv")  # a single frame is frame 0 in the files
+    viewer.layers.remove(cells)
+    panel.load_labels(tmp_path / "single.csv")
+    np.testing.assert_allclose(panel.cells.value.data, [[4, 4]])
     panel.image.value = image
     assert panel.cells.value == first
 
@@ -270,6 +274,40 @@ def test_stop_keeps_the_best_model_so_far(
     assert dock._save.enabled and not dock._count.enabled
     saved = dock.save_model(tmp_path / "stopped.pt")
     assert load_checkpoint(saved).summary["stopped"] == "cancelled"
+
+
+def test_closing_the_dock_stops_training_and_still_offers_the_model(
+    dock_on, qtbot, tmp_path, monkeypatch, watch, small_network
+):
+    viewer, dock = _train_dock(dock_on, epochs=0)
+    dock._minutes.value = 30
+    target = tmp_path / "after-close.pt"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), ""))
+    closed = []
+
+    def close_in_training(report):
+        if getattr(report, "step", 0) >= 1 and not closed:
+            closed.append(report)
+            viewer.window.remove_dock_widget(dock.native)
+
+    watch.on_report = close_in_training
+    dock.start_training()
+    pbar = dock._pbar
+    _wait_until_done(qtbot, dock)
+    assert closed and watch.errors == []
+    assert dock._trained.result.stopped == "cancelled" and target.is_file()
+    assert pbar.n == 0 and dock._pbar is None
+
+
+def test_closing_the_viewer_stops_training(dock_on, qtbot, watch, small_network):
+    viewer, dock = _train_dock(dock_on, epochs=0)
+    dock._minutes.value = 30
+    worker = dock.start_training()
+    qtbot.waitUntil(lambda: any(getattr(r, "step", 0) for r in watch.reports), timeout=60_000)
+    viewer.close()
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=60_000)
+    assert watch.errors == [] and dock._job.training.result.stopped == "cancelled"
+    assert dock._worker is worker  # its slots were let go with the widgets: nothing ran late
 
 
 def test_bad_input_is_reported_and_leaves_the_labels(

@@ -6,7 +6,8 @@ import re
 from pathlib import Path
 
 from magicgui.widgets import Container, Label
-from qtpy.QtWidgets import QSizePolicy
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QFrame, QScrollArea, QSizePolicy, QWidget
 
 
 def default_folder(layer) -> Path:
@@ -37,3 +38,15 @@ def wrapping(label: Label) -> Label:
     label.native.setWordWrap(True)
     label.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
     return label
+
+
+def scrolling(content: QWidget) -> QScrollArea:
+    """``content`` in a vertical scroll area, as wide as its widest row (napari docks do not scroll)."""
+    area = QScrollArea()
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    area.setWidget(content)
+    bar = area.verticalScrollBar().sizeHint().width()
+    area.setMinimumWidth(content.minimumSizeHint().width() + bar)
+    return area

@@ -28,11 +28,17 @@ from magicgui.widgets import (
 )
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QFileDialog, QFrame, QMessageBox, QScrollArea, QWidget
+from qtpy.QtWidgets import QFileDialog, QMessageBox
 
 from napari_twinvae._widgets._annotation import image_stack
-from napari_twinvae._widgets._forms import default_folder, file_stem, form, row, wrapping
+from napari_twinvae._widgets._forms import (
+    default_folder,
+    file_stem,
+    form,
+    row,
+    scrolling,
+    wrapping,
+)
 from napari_twinvae._widgets._labeling import LabelingPanel
 from napari_twinvae._widgets._train_plot import TrainingPlot, describe, outcome
 from napari_twinvae._widgets._workers import start_worker
@@ -66,23 +72,14 @@ class TrainingFailed(Exception):
 
 
 class _Job:
-    """What the worker leaves behind: the Training, whose result survives a Stop."""
+    """One run: its settings, and what the worker leaves behind (the Training, whose result
+    survives a Stop)."""
 
-    training: Training | None = None
-    returned = False
-    failed = False
-
-
-def _scrolling(content: QWidget) -> QScrollArea:
-    """``content`` in a vertical scroll area: napari docks do not scroll, and this one is tall."""
-    area = QScrollArea()
-    area.setWidgetResizable(True)
-    area.setFrameShape(QFrame.Shape.NoFrame)
-    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-    area.setWidget(content)
-    bar = area.verticalScrollBar().sizeHint().width()
-    area.setMinimumWidth(content.minimumSizeHint().width() + bar)
-    return area
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.training: Training | None = None
+        self.returned = False
+        self.failed = False
 
 
 def prepare_and_train(frames, regions, labels, config: TrainConfig, job: _Job) -> Generator:
@@ -173,8 +170,10 @@ class LabelTrainDock(Container):
         )
         self._content.native.layout().addWidget(self.plot)
         self._content.native.layout().addStretch()
-        self.native.layout().addWidget(_scrolling(self._content.native))
+        self.native.layout().addWidget(scrolling(self._content.native))
         self.margins = (0, 0, 0, 0)
+        self.native_parent_changed.connect(self._on_parent_changed)
+        self.native.destroyed.connect(self._on_destroyed)
         self._start_model.changed.connect(self._on_start_model_changed)
         self._start.changed.connect(self._on_start)
         self._stop.changed.connect(self._on_stop)
@@ -236,7 +235,7 @@ class LabelTrainDock(Container):
                 f"frame is resized to {IMAGE_SIZE}x{IMAGE_SIZE}; draw one rectangle per chamber "
                 "in a Shapes layer and choose it as 'chambers' to count per chamber"
             )
-        self._trained, self.model_path, self._job = None, None, _Job()
+        self._trained, self.model_path, self._job = None, None, _Job(config)
         self.plot.clear("preparing the frames…")
         self._pbar = progress(total=0, desc="Twin-VAE training: preparing")
         self._set_running(True)
@@ -293,7 +292,8 @@ class LabelTrainDock(Container):
 
     def _on_errored(self, exc: BaseException) -> None:
         self._job.failed = True
-        self.status.value = f"training failed: {exc}"
+        text = str(exc) if isinstance(exc, TrainingFailed) else f"training failed: {exc}"
+        self.status.value = text
 
     def _on_finished(self) -> None:
         job, self._worker = self._job, None
@@ -318,6 +318,21 @@ class LabelTrainDock(Container):
             show_warning(f"training {result.stopped}; the best model so far is kept")
 
     # -- callbacks -------------------------------------------------------------------------
+    def _on_parent_changed(self, parent=None) -> None:
+        if parent is None:  # the dock was closed: a run stops, its model is still offered
+            self.stop_training()
+
+    def _on_destroyed(self, *_) -> None:
+        """The viewer closed: stop a run and leave the widgets (gone now) alone."""
+        worker, pbar = self._worker, self._pbar
+        if worker is None:
+            return
+        for signal in (worker.yielded, worker.returned, worker.errored, worker.finished):
+            signal.disconnect()
+        if pbar is not None:
+            worker.finished.connect(pbar.close)
+        worker.quit()
+
     def _on_start(self, value=None) -> None:
         self.start_training()
 
@@ -379,11 +394,10 @@ class LabelTrainDock(Container):
         pbar = self._pbar
         if pbar is None:
             return
-        minutes = self._minutes.value
         if report.epochs is not None:
             total, done = report.epochs, report.epoch
         else:
-            total, done = math.ceil(minutes), int(report.elapsed_s // 60)
+            total, done = math.ceil(self._job.config.minutes), int(report.elapsed_s // 60)
         if pbar.total != total:
             pbar.total = total
         pbar.set_description(f"Twin-VAE training: {describe(report, short=True)}")

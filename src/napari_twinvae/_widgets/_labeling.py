@@ -152,7 +152,10 @@ class LabelingPanel(Container):
         stack = image_stack(image)
         layer = find_owned(self._viewer, ANNOTATION_ROLE, image)
         if layer is None:
-            regions = self.regions()
+            try:
+                regions = self.regions()
+            except ValueError:  # told in the summary; the size is only a first guess
+                regions = None
             sides = [min(b - t, r - x) for t, x, b, r in regions] if regions else stack.shape[1:]
             options = {
                 "name": f"{image.name} cells",
@@ -184,10 +187,11 @@ class LabelingPanel(Container):
         stack = image_stack(self.image.value)
         loaded = load_annotation(path)
         frames = loaded.labeled_frames
-        if frames.size and frames.max() >= stack.shape[0]:
+        if frames.size and (frames.min() < 0 or frames.max() >= stack.shape[0]):
+            wrong = int(frames.min() if frames.min() < 0 else frames.max())
             raise ValueError(
-                f"{Path(path).name} labels frame {int(frames.max())}, but "
-                f"{self.image.value.name} has {stack.shape[0]} frame(s)"
+                f"{Path(path).name} labels frame {wrong}, but "
+                f"{self.image.value.name} has frames 0..{stack.shape[0] - 1}"
             )
         layer = self.ensure_annotation()
         old = frame_points(layer)
