@@ -310,6 +310,24 @@ def test_closing_the_viewer_stops_training(dock_on, qtbot, watch, small_network)
     assert dock._worker is worker  # its slots were let go with the widgets: nothing ran late
 
 
+def test_a_diverging_run_warns_and_keeps_its_best_model(
+    dock_on, qtbot, tmp_path, monkeypatch, watch, messages, small_network
+):
+    unstable = functools.partial(TrainConfig, model=small_network, learning_rate=1e6)
+    monkeypatch.setattr(_label_train, "TrainConfig", unstable)
+    viewer, dock = _train_dock(dock_on, epochs=3)
+    points = dock.labeling.cells.value.data.copy()
+    target = tmp_path / "diverged.pt"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), ""))
+    dock.start_training()
+    _wait_until_done(qtbot, dock)
+    assert watch.errors == [] and dock.status.value.startswith("diverged: ")
+    assert messages["warning"][-1].startswith("training diverged: ")
+    assert messages["warning"][-1].endswith("the best model so far is kept")
+    assert load_checkpoint(target).summary["stopped"].startswith("diverged")
+    np.testing.assert_array_equal(dock.labeling.cells.value.data, points)
+
+
 def test_bad_input_is_reported_and_leaves_the_labels(
     dock_on, qtbot, tmp_path, messages, watch, small_network
 ):
@@ -397,8 +415,7 @@ def test_count_with_this_model_opens_the_real_count_dock(dock_on, tmp_path, mess
     dock.model_path = save_checkpoint(tmp_path / "small.pt", TwinVAE(small))
     dock._on_count_with_model()
     assert messages["error"] == []
-    names = [name for name in viewer.window._dock_widgets if "Count cells" in name]
-    assert names
+    assert any("Count cells" in name for name in viewer.window.dock_widgets)
 
 
 def test_dock_opens_from_the_manifest(make_napari_viewer):
