@@ -58,11 +58,14 @@ def labels_from_points(
     marked: Iterable[int] = (),
     n_frames: int | None = None,
     regions: Sequence[Region] | None = None,
+    max_count: int | None = MAX_COUNT,
 ) -> Labels:
     """Counts per frame (and chamber) from clicked points.
 
     ``marked`` lists frames the user counted, including frames with zero cells. With ``regions``
     each point counts for the chamber whose rectangle holds it; points in no chamber are ignored.
+    A labeled chamber above ``max_count`` cells is refused (``None``: no limit, e.g. to show the
+    counts while the user is still clicking).
     """
     p = _points3(points)
     frame = np.rint(p[:, 0]).astype(np.int64)
@@ -85,11 +88,10 @@ def labels_from_points(
         counts[:, r] = np.bincount(frame[inside], minlength=total)[:total]
     labeled = np.zeros_like(counts, dtype=bool)
     labeled[frames] = True
-    too_many = counts[labeled] > MAX_COUNT
-    if too_many.any():
+    if max_count is not None and (counts[labeled] > max_count).any():
         raise ValueError(
             f"a labeled chamber holds {int(counts[labeled].max())} cells; the model counts 0 to "
-            f"{MAX_COUNT} per chamber (mark smaller chambers)"
+            f"{max_count} per chamber (mark smaller chambers)"
         )
     counts[~labeled] = 0
     return Labels(counts, labeled)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from napari_twinvae.core.config import IMAGE_SIZE, ModelConfig
@@ -28,6 +29,21 @@ class TwinOutput(NamedTuple):
     count: torch.Tensor  # (B,)
 
 
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` whose CPU mask is one uniform draw per element compared with ``p``.
+
+    The same keep probability (to float32 resolution) and scaling, about twice as fast as
+    ``bernoulli_`` on the CPU, where dropout costs a sizeable share of a training step. Other
+    devices use torch's fused kernel.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0 or x.device.type != "cpu":
+            return super().forward(x)
+        keep = (torch.rand_like(x) >= self.p).to(x.dtype)
+        return x * (keep * (1.0 / (1.0 - self.p)))
+
+
 def _outer_encoder(cfg: ModelConfig) -> nn.Sequential:
     layers: list[nn.Module] = []
     width = 1
@@ -35,7 +51,7 @@ def _outer_encoder(cfg: ModelConfig) -> nn.Sequential:
         layers += [
             nn.Conv2d(width, out, 5, stride=2),
             nn.LeakyReLU(cfg.leaky_slope),
-            nn.Dropout(cfg.dropout),
+            Dropout(cfg.dropout),
         ]
         width = out
     return nn.Sequential(*layers)
@@ -68,16 +84,16 @@ class TwinVAE(nn.Module):
         self.shared_encoder = nn.Sequential(
             nn.Conv2d(c[3], cfg.shared_channels, 5, stride=2),  # 5x5 -> 1x1
             nn.LeakyReLU(cfg.leaky_slope),
-            nn.Dropout(cfg.dropout),
+            Dropout(cfg.dropout),
         )
         self.mu = nn.Sequential(
-            nn.Linear(cfg.shared_channels, cfg.latent_dim), nn.Dropout(cfg.dropout)
+            nn.Linear(cfg.shared_channels, cfg.latent_dim), Dropout(cfg.dropout)
         )
         self.logvar = nn.Sequential(
-            nn.Linear(cfg.shared_channels, cfg.latent_dim), nn.Dropout(cfg.dropout)
+            nn.Linear(cfg.shared_channels, cfg.latent_dim), Dropout(cfg.dropout)
         )
         self.expand = nn.Sequential(
-            nn.Linear(cfg.latent_dim, cfg.shared_channels), nn.Dropout(cfg.dropout)
+            nn.Linear(cfg.latent_dim, cfg.shared_channels), Dropout(cfg.dropout)
         )
         self.shared_decoder = nn.Sequential(
             nn.ConvTranspose2d(cfg.shared_channels, c[3], 5, stride=2),  # 1x1 -> 5x5
@@ -88,7 +104,7 @@ class TwinVAE(nn.Module):
         widths = (cfg.latent_dim, *cfg.regressor_hidden)
         regressor: list[nn.Module] = []
         for cin, cout in zip(widths[:-1], widths[1:], strict=True):
-            regressor += [nn.Linear(cin, cout), nn.Dropout(cfg.dropout)]
+            regressor += [nn.Linear(cin, cout), Dropout(cfg.dropout)]
         regressor.append(nn.Linear(widths[-1], 1))
         self.regressor = nn.Sequential(*regressor)
         self._init_weights()
@@ -103,7 +119,10 @@ class TwinVAE(nn.Module):
     def _features(self, x: torch.Tensor, domain: str) -> torch.Tensor:
         _check_domain(domain)
         _check_images(x)
-        return self.shared_encoder(self.encoders[domain](x)).flatten(1)
+        h = self.encoders[domain](x).flatten(1)  # (B, 256 * 5 * 5)
+        conv, activation, dropout = self.shared_encoder
+        # The 5x5 -> 1x1 convolution is one matrix product, and much faster computed as one.
+        return dropout(activation(F.linear(h, conv.weight.flatten(1), conv.bias)))
 
     def encode(self, x: torch.Tensor, domain: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Images (B, 1, 128, 128) in [0, 1] -> (mu, logvar), each (B, latent_dim)."""
@@ -119,8 +138,11 @@ class TwinVAE(nn.Module):
     def decode(self, z: torch.Tensor, domain: str) -> torch.Tensor:
         """Latent codes (B, latent_dim) -> images (B, 1, 128, 128) of the given twin."""
         _check_domain(domain)
-        h = self.expand(z).view(z.shape[0], -1, 1, 1)
-        return self.decoders[domain](self.shared_decoder(h))
+        up, norm, activation = self.shared_decoder
+        # The 1x1 -> 5x5 transposed convolution is one matrix product too.
+        h = (self.expand(z) @ up.weight.flatten(1)).view(-1, up.out_channels, *up.kernel_size)
+        h = h + up.bias.view(1, -1, 1, 1)
+        return self.decoders[domain](activation(norm(h)))
 
     def regress(self, z: torch.Tensor) -> torch.Tensor:
         """Latent codes (B, latent_dim) -> count estimates (B,)."""

@@ -734,9 +734,14 @@ def _start_model(cfg: TrainConfig) -> tuple[TwinVAE, dict, Normalization]:
 
 
 def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    kind = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.RAdam
     # every parameter is registered; frozen ones simply have no gradient and are skipped
-    return kind(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    params = list(model.parameters())
+    settings = {"lr": cfg.learning_rate, "weight_decay": cfg.weight_decay}
+    if cfg.optimizer == "radam":
+        return torch.optim.RAdam(params, foreach=True, **settings)
+    # the fused kernel updates each tensor in one pass instead of about eight
+    fused = params[0].device.type in ("cpu", "cuda")
+    return torch.optim.Adam(params, fused=fused, foreach=None if fused else True, **settings)
 
 
 def _mixed_precision(device: torch.device, wanted: bool):

@@ -1,0 +1,409 @@
+"""The "Label & train" dock: click cells on your frames, then train a Twin-VAE on them.
+
+The labeling half is :class:`~._labeling.LabelingPanel`; the live plot is
+:class:`~._train_plot.TrainingPlot`. Training snapshots the labels and settings on the GUI
+thread and runs ``core.train.Training`` in a worker; Stop closes it within one batch and keeps
+the best model so far. The trained model is saved through a file chooser and can be handed to
+the "Count cells" dock.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+from collections.abc import Generator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    PushButton,
+    SpinBox,
+)
+from napari.utils import progress
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtWidgets import QFileDialog, QMessageBox
+
+from napari_twinvae._widgets._annotation import image_stack
+from napari_twinvae._widgets._forms import (
+    default_folder,
+    file_stem,
+    form,
+    row,
+    scrolling,
+    wrapping,
+)
+from napari_twinvae._widgets._labeling import LabelingPanel
+from napari_twinvae._widgets._train_plot import TrainingPlot, describe, outcome
+from napari_twinvae._widgets._workers import start_worker
+from napari_twinvae.core.chambers import chamber_crops, resized_whole_frame
+from napari_twinvae.core.config import IMAGE_SIZE
+from napari_twinvae.core.data import natural_set
+from napari_twinvae.core.device import available_devices
+from napari_twinvae.core.io import CheckpointError, default_model_path
+from napari_twinvae.core.synthetic import MAX_COUNT
+from napari_twinvae.core.train import TrainConfig, Training, TrainProgress, normalization_for
+
+if TYPE_CHECKING:
+    import napari
+
+PLUGIN = "napari-twinvae"
+COUNT_DOCK = "Count cells"
+START_MODELS = [("default model", "default"), ("model file", "file"), ("from scratch", "scratch")]
+STRATEGIES = [
+    ("none: every layer trains", "none"),
+    ("freeze the shared core", "core"),
+    ("freeze the outer layers", "outer"),
+    ("thaw in five stages", "thaw"),
+]
+MODALITIES = [("phase contrast", "pc"), ("bright field", "bf")]
+_CROP_CHUNK = 64  # frames cropped per step while preparing, so Stop is honoured there too
+
+
+class TrainingFailed(Exception):
+    """A training run that failed; superqt treats a RuntimeError from a worker as a deleted
+    worker and swallows it, so torch's RuntimeErrors are passed on as this."""
+
+
+class _Job:
+    """One run: its settings, and what the worker leaves behind (the Training, whose result
+    survives a Stop)."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.training: Training | None = None
+        self.returned = False
+        self.failed = False
+
+
+def prepare_and_train(frames, regions, labels, config: TrainConfig, job: _Job) -> Generator:
+    """Worker: crop and normalise every chamber as the start model does, then train."""
+    try:
+        normalization = normalization_for(config.init)
+        n_chambers = len(regions) if regions else 1
+        crops = np.empty((len(frames), n_chambers, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+        for start in range(0, len(frames), _CROP_CHUNK):
+            stop = min(start + _CROP_CHUNK, len(frames))
+            crops[start:stop] = chamber_crops(frames[start:stop], regions, normalization)
+            yield f"preparing frames: {stop} of {len(frames)}"
+        job.training = Training(natural_set(crops, labels), config, normalization)
+        return (yield from job.training.run())
+    except RuntimeError as err:
+        raise TrainingFailed(f"training failed: {err}") from err
+
+
+class LabelTrainDock(Container):
+    """Label cells on an image stack and train (or transfer) a counting model on them."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=False)
+        self._viewer = viewer
+        self._worker = None
+        self._job: _Job | None = None
+        self._pbar = None
+        self._trained: Training | None = None  # the last run with a result
+        self.model_path: Path | None = None  # where that result was saved
+        self.labeling = LabelingPanel(viewer)
+        has_default = default_model_path().is_file()
+        self._start_model = ComboBox(
+            label="start from",
+            choices=START_MODELS,
+            value="default" if has_default else "scratch",
+            tooltip="transfer from a trained model (far fewer labels needed) or train anew",
+        )
+        self._model_file = FileEdit(label="model file", mode="r", filter="*.pt", visible=False)
+        self._strategy = ComboBox(
+            label="transfer", choices=STRATEGIES, tooltip="which layers keep the start weights"
+        )
+        self._decoder = CheckBox(
+            text="train the decoders",
+            value=True,
+            tooltip="off: a transfer skips the decoders, about twice as fast and as accurate",
+        )
+        self._modality = ComboBox(
+            label="modality", choices=MODALITIES, tooltip="the synthetic images to train with"
+        )
+        self._epochs = SpinBox(label="epochs", min=0, max=1_000_000, value=50)
+        self._epochs.native.setSpecialValueText("no limit")
+        self._minutes = FloatSpinBox(label="minutes", min=0, max=100_000, step=5, value=0)
+        self._minutes.native.setSpecialValueText("no limit")
+        self._batch = SpinBox(label="batch size", min=2, max=4096, value=64)
+        self._device = ComboBox(
+            label="device", choices=[(name, value) for value, name in available_devices()]
+        )
+        self._seed = SpinBox(label="seed", min=0, max=2**31 - 1, value=0)
+        self._settings = form(
+            self._start_model,
+            self._model_file,
+            self._strategy,
+            self._decoder,
+            self._modality,
+            self._epochs,
+            self._minutes,
+            self._batch,
+            self._device,
+            self._seed,
+        )
+        self._start = PushButton(text="Start training")
+        self._stop = PushButton(text="Stop", enabled=False)
+        self.status = wrapping(Label(value=""))
+        self._save = PushButton(text="Save model…", enabled=False)
+        self._count = PushButton(text="Count with this model", enabled=False)
+        self.plot = TrainingPlot()
+        self._content = Container(
+            labels=False,
+            widgets=[
+                Label(value="<b>Label cells</b>"),
+                self.labeling,
+                Label(value="<b>Train</b>"),
+                self._settings,
+                row(self._start, self._stop),
+                self.status,
+                row(self._save, self._count),
+            ],
+        )
+        self._content.native.layout().addWidget(self.plot)
+        self._content.native.layout().addStretch()
+        self.native.layout().addWidget(scrolling(self._content.native))
+        self.margins = (0, 0, 0, 0)
+        self.native_parent_changed.connect(self._on_parent_changed)
+        self.native.destroyed.connect(self._on_destroyed)
+        self._start_model.changed.connect(self._on_start_model_changed)
+        self._start.changed.connect(self._on_start)
+        self._stop.changed.connect(self._on_stop)
+        self._save.changed.connect(self._on_save_model)
+        self._count.changed.connect(self._on_count_with_model)
+        self._on_start_model_changed()
+
+    # -- public API ------------------------------------------------------------------------
+    def reset_choices(self, *_) -> None:
+        """Refresh the layer choices (napari calls this when layers come and go)."""
+        self._content.reset_choices()
+
+    def config(self) -> TrainConfig:
+        """The training settings as a (validated) TrainConfig."""
+        start = self._start_model.value
+        if start == "file":
+            path = Path(self._model_file.value)
+            if not path.is_file():
+                raise ValueError("choose the model file to start from")
+            init = str(path)
+        elif start == "default" and not default_model_path().is_file():
+            raise ValueError("no default model is installed: start from a model file or scratch")
+        else:
+            init = start
+        return TrainConfig(
+            init=init,
+            freeze="none" if init == "scratch" else self._strategy.value,
+            decoder=self._decoder.value,
+            epochs=self._epochs.value or None,
+            minutes=self._minutes.value or None,
+            preset=self._modality.value,
+            batch_size=self._batch.value,
+            seed=self._seed.value,
+            device=self._device.value,
+        )
+
+    def start_training(self):
+        """Snapshot the labels and settings and train in a worker; returns it (None on error)."""
+        if self._worker is not None:
+            return None
+        try:
+            frames = image_stack(self.labeling.image.value)
+            regions = self.labeling.regions()
+            labels = self.labeling.labels(max_count=MAX_COUNT)
+            config = self.config()
+        except ValueError as err:  # CheckpointError included: nothing has changed yet
+            show_error(str(err))
+            return None
+        if not labels.labeled.any():
+            show_error("no labeled frames yet: click the cells of some frames (or mark them empty)")
+            return None
+        unsaved = self._trained is not None and self.model_path is None
+        if unsaved and not self._confirm("The last trained model is not saved. Discard it?"):
+            return None
+        if resized_whole_frame(frames.shape, regions):
+            height, width = frames.shape[1:]
+            show_warning(
+                f"the frames are {height}x{width} and no chambers are marked, so each whole "
+                f"frame is resized to {IMAGE_SIZE}x{IMAGE_SIZE}; draw one rectangle per chamber "
+                "in a Shapes layer and choose it as 'chambers' to count per chamber"
+            )
+        self._trained, self.model_path, self._job = None, None, _Job(config)
+        self.plot.clear("preparing the frames…")
+        self._pbar = progress(total=0, desc="Twin-VAE training: preparing")
+        self._set_running(True)
+        self.status.value = "preparing the frames…"
+        self._worker = start_worker(
+            prepare_and_train,
+            frames,
+            regions,
+            labels,
+            config,
+            self._job,
+            yielded=self._on_progress,
+            returned=self._on_returned,
+            errored=self._on_errored,
+            finished=self._on_finished,
+        )
+        return self._worker
+
+    def stop_training(self) -> None:
+        """Stop after the current batch; the best model so far is kept."""
+        if self._worker is not None:
+            self._worker.quit()
+            self._stop.enabled = False
+            self.status.value = "stopping after this batch…"
+
+    def save_model(self, path) -> Path:
+        """Write the last trained model (with its normalisation and summary), atomically."""
+        if self._trained is None or self._trained.result is None:
+            raise ValueError("there is no trained model to save yet")
+        self.model_path = self._trained.save(path)
+        self._count.enabled = True
+        return self.model_path
+
+    # -- worker slots ----------------------------------------------------------------------
+    def _on_progress(self, report) -> None:
+        if isinstance(report, str):
+            self.status.value = report
+            return
+        if report.epoch_end:
+            validation = report.validation or {}
+            if report.epoch == 0:
+                self.plot.clear("" if validation else "no validation: fewer than 5 labeled frames")
+            self.plot.add_epoch(report.epoch, report.losses, validation.get("accuracy"))
+        self.status.value = describe(report)
+        # last: napari's progress bar and notifications may process pending events (even the
+        # run's end) before they return, and nothing here may overwrite what those did
+        self._advance(report)
+        if report.message:
+            show_info(report.message)
+
+    def _on_returned(self, result) -> None:
+        self._job.returned = True
+        self._finish(self._job.training)
+
+    def _on_errored(self, exc: BaseException) -> None:
+        self._job.failed = True
+        text = str(exc) if isinstance(exc, TrainingFailed) else f"training failed: {exc}"
+        self.status.value = text
+
+    def _on_finished(self) -> None:
+        job, self._worker = self._job, None
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+        self._set_running(False)
+        if job.returned or job.failed:
+            return
+        if job.training is not None and job.training.result is not None:
+            self._finish(job.training)  # stopped: the best model so far
+        else:
+            self.status.value = "stopped before training began"
+
+    def _finish(self, training: Training) -> None:
+        result = training.result
+        self._trained = training
+        self._save.enabled = True
+        self.status.value = outcome(result)
+        self._on_save_model()
+        if result.stopped.startswith("diverged"):
+            show_warning(f"training {result.stopped}; the best model so far is kept")
+
+    # -- callbacks -------------------------------------------------------------------------
+    def _on_parent_changed(self, parent=None) -> None:
+        if parent is None:  # the dock was closed: a run stops, its model is still offered
+            self.stop_training()
+
+    def _on_destroyed(self, *_) -> None:
+        """The viewer closed: stop a run and leave the widgets (gone now) alone."""
+        worker, pbar = self._worker, self._pbar
+        if worker is None:
+            return
+        for signal in (worker.yielded, worker.returned, worker.errored, worker.finished):
+            signal.disconnect()
+        if pbar is not None:
+            worker.finished.connect(pbar.close)
+        worker.quit()
+
+    def _on_start(self, value=None) -> None:
+        self.start_training()
+
+    def _on_stop(self, value=None) -> None:
+        self.stop_training()
+
+    def _on_start_model_changed(self, value=None) -> None:
+        start = self._start_model.value
+        self._model_file.visible = start == "file"
+        self._strategy.enabled = start != "scratch"
+
+    def _on_save_model(self, value=None) -> None:
+        image = self.labeling.image.value
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M")
+        start = default_folder(image) / f"twinvae-{file_stem(image)}-{stamp}.pt"
+        path, _ = QFileDialog.getSaveFileName(
+            self.native, "Save the trained model", str(start), "Twin-VAE model (*.pt)"
+        )
+        if not path:
+            self.status.value += " · not saved yet (Save model…)"
+            return
+        path = Path(path) if Path(path).suffix else Path(path).with_suffix(".pt")
+        try:
+            saved = self.save_model(path)
+        except (ValueError, OSError) as err:
+            show_error(f"model not saved: {err}")
+            return
+        show_info(f"saved the model to {saved}")
+
+    def _on_count_with_model(self, value=None) -> None:
+        if self.model_path is None:
+            show_error("save the model first")
+            return
+        try:
+            _, dock = self._viewer.window.add_plugin_dock_widget(PLUGIN, COUNT_DOCK)
+        except (KeyError, ValueError, ImportError):
+            dock = None
+        if not callable(getattr(dock, "use_model", None)):
+            show_error(
+                f"the '{COUNT_DOCK}' dock is not available in this installation; "
+                f"the model is saved at {self.model_path}"
+            )
+            return
+        try:
+            dock.use_model(self.model_path)
+        except (ValueError, OSError, CheckpointError) as err:
+            show_error(f"could not use the model: {err}")
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _set_running(self, running: bool) -> None:
+        self._start.enabled = not running
+        self._stop.enabled = running
+        self._settings.enabled = not running
+        self._save.enabled = not running and self._trained is not None
+        self._count.enabled = not running and self.model_path is not None
+
+    def _advance(self, report: TrainProgress) -> None:
+        """Move the napari progress bar: per epoch, or per minute with only a time budget."""
+        pbar = self._pbar
+        if pbar is None:
+            return
+        if report.epochs is not None:
+            total, done = report.epochs, report.epoch
+        else:
+            total, done = math.ceil(self._job.config.minutes), int(report.elapsed_s // 60)
+        if pbar.total != total:
+            pbar.total = total
+        pbar.set_description(f"Twin-VAE training: {describe(report, short=True)}")
+        if done > pbar.n and pbar is self._pbar:  # not closed meanwhile by the run's end
+            pbar.update(min(done, total) - pbar.n)
+
+    def _confirm(self, question: str) -> bool:
+        answer = QMessageBox.question(self.native, "Label & train", question)
+        return answer == QMessageBox.StandardButton.Yes

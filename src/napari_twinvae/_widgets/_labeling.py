@@ -1,0 +1,389 @@
+"""The labeling half of the "Label & train" dock: one click per cell, frames with no cells, a
+table of the labeled frames, and labels saved to and loaded from CSV files.
+
+Counts follow ``core.labels``: a frame with points is labeled with their number, a frame the
+user marked as having no cells counts 0, and every other frame is unlabeled. The marked frames
+live in the Points layer's metadata, so they stay with the layer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container, Label, PushButton, Table
+from napari.layers import Image, Points, Shapes
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtWidgets import QAbstractItemView, QComboBox, QFileDialog, QHeaderView
+
+from napari_twinvae._widgets._annotation import (
+    ANNOTATION_ROLE,
+    EMPTY_FRAMES_KEY,
+    already_clicked,
+    empty_frames,
+    frame_points,
+    image_stack,
+)
+from napari_twinvae._widgets._forms import default_folder, file_stem, form, row, wrapping
+from napari_twinvae._widgets._layers import OWNER_KEY, find_owned, update_or_add
+from napari_twinvae.core.chambers import Region, check_regions, regions_from_shapes
+from napari_twinvae.core.config import IMAGE_SIZE
+from napari_twinvae.core.labels import Labels, labels_from_points, load_annotation, save_annotation
+
+_DONE = ("added", "removed", "changed")  # napari's data events also fire before each change
+
+
+class LabelingPanel(Container):
+    """Pick an image, click its cells, mark empty frames, and see the labeled frames."""
+
+    def __init__(self, viewer) -> None:
+        super().__init__(labels=False)
+        self._viewer = viewer
+        self._points_layer = None  # the layers whose data events we follow
+        self._shapes_layer = None
+        self.image = ComboBox(
+            label="image", choices=self._choices(Image), tooltip="frames to label (T x H x W or 2D)"
+        )
+        self.cells = ComboBox(
+            label="cells",
+            choices=self._choices(Points),
+            nullable=True,
+            tooltip="Points layer of clicked cells; a new one is made for the image when empty",
+        )
+        self.cells.null_string = "(new layer)"
+        self.chambers = ComboBox(
+            label="chambers",
+            choices=self._choices(Shapes),
+            nullable=True,
+            tooltip="one rectangle per chamber (shared with Count cells); empty: the whole frame",
+        )
+        self.chambers.null_string = "(whole frame)"
+        for combo in (self.image, self.cells, self.chambers):
+            combo.reset_choices()
+            # long layer names must not widen the dock
+            combo.native.setSizeAdjustPolicy(
+                QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+            )
+            combo.native.setMinimumContentsLength(12)
+        self.frame_info = Label(value="")
+        self._click = PushButton(text="Click cells", tooltip="add a point on every cell")
+        self._empty = PushButton(text="Frame has no cells")
+        self.summary = Label(value="")
+        self.table = Table(value={"data": [], "index": [], "columns": ["frame", "cells"]})
+        self.table.native.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.native.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.native.verticalHeader().setVisible(False)
+        self.table.native.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table.native.setMinimumHeight(120)
+        self._save = PushButton(text="Save labels…")
+        self._load = PushButton(text="Load labels…")
+        self._table_frames: list[int] = []
+        for label in (self.frame_info, self.summary):
+            wrapping(label)
+        self.extend(
+            [
+                form(self.image, self.cells, self.chambers),
+                self.frame_info,
+                row(self._click, self._empty),
+                self.summary,
+                self.table,
+                row(self._save, self._load),
+            ]
+        )
+        self.image.changed.connect(self._on_image_changed)
+        self.cells.changed.connect(self._on_cells_changed)
+        self.chambers.changed.connect(self._on_chambers_changed)
+        self._click.changed.connect(self._on_click_cells)
+        self._empty.changed.connect(self._on_empty_frame)
+        self._save.changed.connect(self._on_save_labels)
+        self._load.changed.connect(self._on_load_labels)
+        self.table.native.cellClicked.connect(self._on_row_clicked)
+        for event in ("inserted", "removed", "reordered"):
+            getattr(viewer.layers.events, event).connect(self._on_layers_changed)
+        viewer.dims.events.current_step.connect(self._on_frame_changed)
+        self._on_image_changed()
+
+    # -- what the other half of the dock uses ----------------------------------------------
+    def n_frames(self) -> int:
+        return image_stack(self.image.value).shape[0]
+
+    def regions(self) -> list[Region] | None:
+        """The chambers' rectangles, checked against the frame; None without chambers."""
+        shapes = self.chambers.value
+        if shapes is None or len(shapes.data) == 0:
+            return None
+        frame_shape = image_stack(self.image.value).shape[1:]
+        return check_regions(regions_from_shapes(shapes.data, shapes.shape_type), frame_shape)
+
+    def labels(self, max_count: int | None = None) -> Labels:
+        """Counts (T, R) and which of them are labeled, from the clicked cells and marked frames."""
+        layer = self.cells.value
+        return labels_from_points(
+            frame_points(layer),
+            empty_frames(layer),
+            n_frames=self.n_frames(),
+            regions=self.regions(),
+            max_count=max_count,
+        )
+
+    def current_frame(self) -> int | None:
+        """The frame of the image the viewer shows, or None without an image."""
+        image = self.image.value
+        if image is None:
+            return None
+        if image.ndim == 2:
+            return 0
+        position = image.world_to_data(self._viewer.dims.point)
+        return int(np.clip(np.rint(position[0]), 0, image.data.shape[0] - 1))
+
+    def go_to_frame(self, frame: int) -> None:
+        image = self.image.value
+        if image is None or image.ndim == 2:
+            return
+        world = image.data_to_world([frame] + [0] * (image.ndim - 1))
+        self._viewer.dims.set_point(self._viewer.dims.ndim - image.ndim, world[0])
+
+    def ensure_annotation(self):
+        """The Points layer to click cells into: the chosen one, the image's own, or a new one."""
+        layer = self.cells.value
+        if layer is not None:
+            return layer
+        image = self.image.value
+        stack = image_stack(image)
+        layer = find_owned(self._viewer, ANNOTATION_ROLE, image)
+        if layer is None:
+            try:
+                regions = self.regions()
+            except ValueError:  # told in the summary; the size is only a first guess
+                regions = None
+            sides = [min(b - t, r - x) for t, x, b, r in regions] if regions else stack.shape[1:]
+            options = {
+                "name": f"{image.name} cells",
+                "ndim": image.ndim,
+                "size": float(np.clip(6 * np.median(sides) / IMAGE_SIZE, 3, 40)),
+                "face_color": "#ffd400",
+                "border_color": "black",
+                "border_width": 0.1,
+                "scale": image.scale,
+                "translate": image.translate,
+                "out_of_slice_display": False,
+                "metadata": {EMPTY_FRAMES_KEY: []},
+            }
+            empty = np.zeros((0, image.ndim))
+            layer = update_or_add(self._viewer, empty, options, "points", ANNOTATION_ROLE, image)
+        self.cells.reset_choices()
+        self.cells.value = layer
+        return layer
+
+    def save_labels(self, path) -> tuple[Path, Path]:
+        """Write the clicked cells (napari Points CSV) and the labeled frames, atomically."""
+        layer = self.cells.value
+        if layer is None:
+            raise ValueError("there are no labels to save yet: click some cells first")
+        return save_annotation(path, frame_points(layer), empty_frames(layer))
+
+    def load_labels(self, path) -> str:
+        """Merge a labels file into the annotation: nothing already clicked is replaced."""
+        stack = image_stack(self.image.value)
+        loaded = load_annotation(path)
+        frames = loaded.labeled_frames
+        if frames.size and (frames.min() < 0 or frames.max() >= stack.shape[0]):
+            wrong = int(frames.min() if frames.min() < 0 else frames.max())
+            raise ValueError(
+                f"{Path(path).name} labels frame {wrong}, but "
+                f"{self.image.value.name} has frames 0..{stack.shape[0] - 1}"
+            )
+        layer = self.ensure_annotation()
+        old = frame_points(layer)
+        new = loaded.points[~already_clicked(loaded.points, old)]
+        with_points = np.rint(loaded.points[:, 0]).astype(np.int64)
+        marked = set(empty_frames(layer)) | set(np.setdiff1d(frames, with_points).tolist())
+        layer.metadata[EMPTY_FRAMES_KEY] = sorted(marked)
+        if len(new):
+            layer.add(new if layer.ndim == 3 else new[:, 1:])
+        self.refresh()
+        kept = len(loaded.points) - len(new)
+        return (
+            f"loaded {len(frames)} labeled frames with {len(new)} new cells"
+            + (f" ({kept} already there)" if kept else "")
+            + f" into {layer.name}"
+        )
+
+    # -- display ---------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Recount: the table of labeled frames, the summary, and the current frame."""
+        try:
+            labels = self.labels()
+            problem = ""
+        except ValueError as err:
+            labels, problem = None, str(err)
+        self._fill_table(labels)
+        if problem:
+            self.summary.value = f"⚠ {problem}"
+        elif labels is not None and labels.labeled.any():
+            frames = labels.labeled[:, 0]
+            zero = int((labels.counts[frames].sum(axis=1) == 0).sum())
+            self.summary.value = (
+                f"{int(frames.sum())} labeled frames ({zero} with no cells), "
+                f"{int(labels.counts.sum())} cells"
+            )
+        else:
+            self.summary.value = "no labeled frames yet"
+        self._show_frame(labels)
+
+    def _fill_table(self, labels: Labels | None) -> None:
+        columns = ["frame", "cells"]
+        rows: list[list[int]] = []
+        self._table_frames = []
+        if labels is not None:
+            if self.chambers.value is not None and labels.counts.shape[1] > 1:
+                columns += [f"chamber {r + 1}" for r in range(labels.counts.shape[1])]
+            for frame in np.flatnonzero(labels.labeled[:, 0]).tolist():
+                per_chamber = labels.counts[frame].tolist()
+                extra = per_chamber if len(columns) > 2 else []
+                rows.append([frame, sum(per_chamber), *extra])
+                self._table_frames.append(frame)
+        self.table.value = {"data": rows, "index": [], "columns": columns}
+
+    def _show_frame(self, labels: Labels | None) -> None:
+        frame = self.current_frame()
+        self._empty.enabled = frame is not None
+        if frame is None:
+            self.frame_info.value = "pick an image layer"
+            return
+        marked = frame in empty_frames(self.cells.value)
+        clicked = int((np.rint(frame_points(self.cells.value)[:, 0]) == frame).sum())
+        self._empty.text = "Undo 'no cells'" if marked and not clicked else "Frame has no cells"
+        self._empty.enabled = not clicked
+        where = f"frame {frame}" if self.image.value.ndim == 3 else "image"
+        if clicked:
+            text = f"{where}: {clicked} cell{'s' if clicked != 1 else ''}"
+            if labels is not None and self.chambers.value is not None:
+                inside = labels.counts[frame]
+                text += f" (chambers: {', '.join(map(str, inside.tolist()))}"
+                outside = clicked - int(inside.sum())
+                text += f"; {outside} outside)" if outside else ")"
+        elif marked:
+            text = f"{where}: no cells (marked)"
+        else:
+            text = f"{where}: not labeled yet"
+        self.frame_info.value = text
+
+    # -- callbacks -------------------------------------------------------------------------
+    def _choices(self, kind):
+        def layers(widget=None):
+            return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, kind)]
+
+        return layers
+
+    def _on_layers_changed(self, event=None) -> None:
+        self.reset_choices()
+
+    def _on_image_changed(self, value=None) -> None:
+        image = self.image.value
+        current = self.cells.value
+        owned = find_owned(self._viewer, ANNOTATION_ROLE, image) if image is not None else None
+        if owned is not None:
+            self.cells.value = owned
+        elif current is not None and _role(current) == ANNOTATION_ROLE:
+            self.cells.value = None  # another image's annotation, not this one's
+        self._on_cells_changed()
+
+    def _on_cells_changed(self, value=None) -> None:
+        self._points_layer = _follow(self._points_layer, self.cells.value, self._on_layer_data)
+        self.refresh()
+
+    def _on_chambers_changed(self, value=None) -> None:
+        self._shapes_layer = _follow(self._shapes_layer, self.chambers.value, self._on_layer_data)
+        self.refresh()
+
+    def _on_layer_data(self, event=None) -> None:
+        if str(getattr(event, "action", "changed")) in _DONE:
+            self.refresh()
+
+    def _on_frame_changed(self, event=None) -> None:
+        try:
+            labels = self.labels()
+        except ValueError:
+            labels = None
+        self._show_frame(labels)
+
+    def _on_row_clicked(self, row: int, column: int = 0) -> None:
+        if 0 <= row < len(self._table_frames):
+            self.go_to_frame(self._table_frames[row])
+
+    def _on_click_cells(self, value=None) -> None:
+        try:
+            layer = self.ensure_annotation()
+        except ValueError as err:
+            show_error(str(err))
+            return
+        self._viewer.layers.selection.active = layer
+        layer.mode = "add"
+
+    def _on_empty_frame(self, value=None) -> None:
+        frame = self.current_frame()
+        if frame is None:
+            show_error("pick the image layer to label first")
+            return
+        try:
+            layer = self.ensure_annotation()
+        except ValueError as err:
+            show_error(str(err))
+            return
+        marked = set(empty_frames(layer))
+        if frame in marked:
+            marked.discard(frame)
+        elif (np.rint(frame_points(layer)[:, 0]) == frame).any():
+            show_warning(f"frame {frame} holds clicked cells; delete them to mark it empty")
+            return
+        else:
+            marked.add(frame)
+        layer.metadata[EMPTY_FRAMES_KEY] = sorted(marked)
+        self.refresh()
+
+    def _on_save_labels(self, value=None) -> None:
+        if self.cells.value is None:
+            show_error("there are no labels to save yet: click some cells first")
+            return
+        image = self.image.value
+        start = default_folder(image) / f"{file_stem(image)}-cells.csv"
+        path, _ = QFileDialog.getSaveFileName(
+            self.native, "Save labels", str(start), "napari Points CSV (*.csv)"
+        )
+        if not path:
+            return
+        try:
+            points, frames = self.save_labels(path)
+        except (ValueError, OSError) as err:
+            show_error(f"labels not saved: {err}")
+            return
+        show_info(f"saved the labels to {points.name} and the labeled frames to {frames.name}")
+
+    def _on_load_labels(self, value=None) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self.native,
+            "Load labels",
+            str(default_folder(self.image.value)),
+            "napari Points CSV (*.csv)",
+        )
+        if not path:
+            return
+        try:
+            show_info(self.load_labels(path))
+        except (ValueError, OSError) as err:
+            show_error(f"labels not loaded: {err}")
+
+
+def _role(layer) -> str | None:
+    tag = layer.metadata.get(OWNER_KEY)
+    return tag.get("role") if isinstance(tag, dict) else None
+
+
+def _follow(old, new, callback):
+    """Move a data-event connection from layer ``old`` to layer ``new``; returns ``new``."""
+    if old is not None:
+        old.events.data.disconnect(callback)
+    if new is not None:
+        new.events.data.connect(callback)
+    return new

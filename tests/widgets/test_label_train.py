@@ -1,0 +1,427 @@
+import functools
+from pathlib import Path
+
+import npe2
+import numpy as np
+import pytest
+from qtpy.QtWidgets import QFileDialog
+
+from napari_twinvae._widgets import _label_train, _labeling, _workers
+from napari_twinvae._widgets._annotation import ANNOTATION_ROLE, EMPTY_FRAMES_KEY
+from napari_twinvae._widgets._label_train import LabelTrainDock
+from napari_twinvae._widgets._layers import OWNER_KEY
+from napari_twinvae._widgets._workers import start_worker
+from napari_twinvae.core.config import ModelConfig
+from napari_twinvae.core.io import load_checkpoint
+from napari_twinvae.core.labels import load_annotation
+from napari_twinvae.core.synthetic import SynthConfig, generate
+from napari_twinvae.core.train import TrainConfig
+
+PLUGIN = "napari-twinvae"
+
+
+@pytest.fixture
+def messages(monkeypatch):
+    """Notifications the dock shows, by kind."""
+    seen = {"error": [], "warning": [], "info": []}
+    for module in (_label_train, _labeling, _workers):
+        for kind in seen:
+            monkeypatch.setattr(module, f"show_{kind}", seen[kind].append, raising=False)
+    return seen
+
+
+class _Watch:
+    """The worker's errors and reports, hooked up before the worker starts."""
+
+    def __init__(self):
+        self.errors, self.reports, self.on_report = [], [], None
+
+
+@pytest.fixture
+def watch(monkeypatch):
+    seen = _Watch()
+
+    def start(*args, yielded, errored, **kwargs):
+        def on_yield(report):
+            seen.reports.append(report)
+            yielded(report)
+            if seen.on_report is not None:
+                seen.on_report(report)
+
+        def on_error(exc):
+            seen.errors.append(exc)
+            errored(exc)
+
+        return start_worker(*args, yielded=on_yield, errored=on_error, **kwargs)
+
+    monkeypatch.setattr(_label_train, "start_worker", start)
+    return seen
+
+
+def _wait_until_done(qtbot, dock, seconds=60):
+    qtbot.waitUntil(lambda: dock._worker is None, timeout=seconds * 1000)
+
+
+@pytest.fixture
+def dock_on(make_napari_viewer):
+    def make(frames):
+        viewer = make_napari_viewer()
+        image = viewer.add_image(frames, name="movie")
+        dock = LabelTrainDock(viewer)
+        viewer.window.add_dock_widget(dock)
+        return viewer, image, dock
+
+    return make
+
+
+def _click(button):
+    button.native.click()
+
+
+def test_live_count_and_frames_marked_empty(dock_on, messages):
+    viewer, image, dock = dock_on(np.zeros((4, 64, 64), dtype=np.uint16))
+    panel = dock.labeling
+    _click(panel._click)
+    cells = panel.cells.value
+    assert cells.ndim == 3 and cells.mode == "add" and len(cells.data) == 0
+    assert cells.metadata[OWNER_KEY]["role"] == ANNOTATION_ROLE
+    assert viewer.layers.selection.active == cells
+    viewer.dims.set_current_step(0, 1)
+    assert panel.frame_info.value == "frame 1: not labeled yet"
+    cells.add([[1, 10, 10], [1, 30, 30]])
+    assert panel.frame_info.value == "frame 1: 2 cells"
+    assert not panel._empty.enabled  # a frame with cells cannot be marked empty
+    viewer.dims.set_current_step(0, 2)
+    assert panel._empty.enabled
+    _click(panel._empty)
+    assert panel.frame_info.value == "frame 2: no cells (marked)"
+    assert cells.metadata[EMPTY_FRAMES_KEY] == [2]
+    labels = panel.labels()
+    np.testing.assert_array_equal(labels.labeled[:, 0], [False, True, True, False])
+    np.testing.assert_array_equal(labels.counts[:, 0], [0, 2, 0, 0])
+    assert panel.summary.value == "2 labeled frames (1 with no cells), 2 cells"
+    _click(panel._empty)  # undo
+    assert panel.frame_info.value == "frame 2: not labeled yet"
+    assert cells.metadata[EMPTY_FRAMES_KEY] == []
+    cells.selected_data = {0}
+    cells.remove_selected()
+    viewer.dims.set_current_step(0, 1)
+    assert panel.frame_info.value == "frame 1: 1 cell"
+    assert messages["error"] == []
+
+
+def test_table_lists_labeled_frames_per_chamber_and_jumps_to_them(dock_on):
+    viewer, image, dock = dock_on(np.zeros((5, 64, 96), dtype=np.float32))
+    panel = dock.labeling
+    panel.table.native  # noqa: B018 (the table exists before any label)
+    cells = panel.ensure_annotation()
+    cells.add([[3, 10, 10], [3, 20, 60], [3, 40, 70], [0, 5, 5]])
+    viewer.dims.set_current_step(0, 4)
+    _click(panel._empty)
+    assert panel.table.data.to_list() == [[0, 1], [3, 3], [4, 0]]
+    chambers = viewer.add_shapes(
+        [np.array([[0, 0], [64, 48]]), np.array([[0, 48], [64, 96]])], shape_type="rectangle"
+    )
+    panel.chambers.value = chambers
+    assert panel.table.column_headers == ("frame", "cells", "chamber 1", "chamber 2")
+    assert panel.table.data.to_list() == [[0, 1, 1, 0], [3, 3, 1, 2], [4, 0, 0, 0]]
+    panel.table.native.cellClicked.emit(1, 0)
+    assert viewer.dims.current_step[0] == 3
+    assert panel.frame_info.value == "frame 3: 3 cells (chambers: 1, 2)"
+    chambers.data = [np.array([[0, 0], [64, 30]])]  # a point now lies outside every chamber
+    assert panel.frame_info.value == "frame 3: 3 cells (chambers: 1; 2 outside)"
+
+
+def test_labels_round_trip_through_files_and_loading_merges(dock_on, tmp_path, messages):
+    viewer, image, dock = dock_on(np.zeros((6, 64, 64), dtype=np.uint8))
+    panel = dock.labeling
+    cells = panel.ensure_annotation()
+    cells.add([[0, 5.5, 6.25], [2, 10, 10], [2, 11, 40]])
+    cells.metadata[EMPTY_FRAMES_KEY] = [4]
+    target = tmp_path / "movie-cells.csv"
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), ""))
+    monkey.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(target), ""))
+    _click(panel._save)
+    saved = load_annotation(target)
+    np.testing.assert_allclose(saved.points, cells.data)
+    np.testing.assert_array_equal(saved.labeled_frames, [0, 2, 4])
+
+    viewer.layers.remove(cells)  # a fresh start: the file restores the points and the empty frame
+    assert panel.cells.value is None
+    _click(panel._load)
+    restored = panel.cells.value
+    np.testing.assert_allclose(restored.data, saved.points)
+    assert restored.metadata[EMPTY_FRAMES_KEY] == [4]
+    np.testing.assert_array_equal(np.flatnonzero(panel.labels().labeled[:, 0]), [0, 2, 4])
+
+    restored.add([[5, 30, 30]])  # loading again adds only what is new; clicks stay
+    _click(panel._load)
+    assert len(restored.data) == 4 and restored.metadata[EMPTY_FRAMES_KEY] == [4]
+    assert "0 new cells (3 already there)" in messages["info"][-1]
+
+    other = tmp_path / "long.csv"
+    other.write_text("index,axis-0,axis-1,axis-2\n0,9,1,1\n")
+    with pytest.raises(ValueError, match="labels frame 9, but movie has frames 0..5"):
+        panel.load_labels(other)
+    assert len(restored.data) == 4  # an error changes nothing
+    monkey.undo()
+
+
+def test_the_annotation_layer_is_reused_not_duplicated(dock_on, tmp_path):
+    viewer, image, dock = dock_on(np.zeros((3, 32, 32)))
+    panel = dock.labeling
+    _click(panel._click)
+    first = panel.cells.value
+    _click(panel._click)
+    assert panel.cells.value == first
+    points = [layer for layer in viewer.layers if layer._type_string == "points"]
+    assert len(points) == 1
+    second_dock = LabelTrainDock(viewer)  # e.g. the dock closed and opened again
+    assert second_dock.labeling.cells.value == first
+    other = viewer.add_image(np.zeros((32, 32)), name="single frame")
+    panel.image.value = other
+    assert panel.cells.value is None  # the movie's annotation does not belong to this image
+    cells = panel.ensure_annotation()
+    assert cells.ndim == 2 and cells != first
+    cells.add([[4, 4]])
+    assert panel.frame_info.value == "image: 1 cell"
+    panel.save_labels(tmp_path / "single.csv")  # a single frame is frame 0 in the files
+    viewer.layers.remove(cells)
+    panel.load_labels(tmp_path / "single.csv")
+    np.testing.assert_allclose(panel.cells.value.data, [[4, 4]])
+    panel.image.value = image
+    assert panel.cells.value == first
+
+
+@pytest.fixture
+def small_network(monkeypatch):
+    """Train a narrow Twin-VAE: the dock's plumbing is under test here, not the paper's network."""
+    small = ModelConfig(encoder_channels=(8, 8, 16, 16), shared_channels=32, latent_dim=16)
+    monkeypatch.setattr(_label_train, "TrainConfig", functools.partial(TrainConfig, model=small))
+    return small
+
+
+def _tiny_movie(n=6, seed=0):
+    batch = generate(n, SynthConfig.preset("pc"), rng=seed)
+    return batch.images, batch.centres
+
+
+def _train_dock(dock_on, epochs, n=7):
+    images, centres = _tiny_movie(n)
+    viewer, image, dock = dock_on(images)
+    cells = dock.labeling.ensure_annotation()
+    cells.add(centres[centres[:, 0] < 5])  # frames 0-4 labeled (one held out), 5-6 unlabeled
+    dock._start_model.value = "scratch"
+    dock._epochs.value = epochs
+    dock._batch.value = 4
+    dock._device.value = "cpu"
+    return viewer, dock
+
+
+def test_training_one_epoch_in_the_worker_saves_a_model(
+    dock_on, qtbot, tmp_path, monkeypatch, watch, small_network
+):
+    viewer, dock = _train_dock(dock_on, epochs=1)
+    dock._decoder.value = False  # half the compute: labeled frames and synthetic images only
+    target = tmp_path / "model.pt"
+    offered = []
+
+    def choose(parent, title, start, file_filter):
+        offered.append(start)
+        return str(target), file_filter
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", choose)
+    dock._start.native.click()
+    assert dock._worker is not None and not dock._start.enabled and dock._stop.enabled
+    assert not dock._settings.enabled
+    _wait_until_done(qtbot, dock)
+    assert watch.errors == []
+    assert any(getattr(r, "epoch_end", False) and r.epoch == 1 for r in watch.reports)
+    assert target.is_file() and dock.model_path == target
+    assert offered and offered[0].endswith(".pt") and "twinvae-movie-" in offered[0]
+    checkpoint = load_checkpoint(target)
+    assert checkpoint.config == small_network
+    assert checkpoint.summary["epochs"] == 1 and checkpoint.summary["stopped"] == "finished"
+    assert checkpoint.summary["config"]["batch_size"] == 4
+    assert not checkpoint.summary["config"]["decoder"]
+    assert dock.status.value.startswith("finished after 1 epoch(s)")
+    assert dock._start.enabled and not dock._stop.enabled and dock._count.enabled
+    assert dock._settings.enabled and dock._pbar is None
+    assert len(dock.plot.losses["synthetic"]) == 1 and len(dock.plot.accuracy) == 2
+    assert not dock.plot.grab().isNull()  # the plot draws (Qt errors in paintEvent fail here)
+
+
+def test_stop_keeps_the_best_model_so_far(
+    dock_on, qtbot, tmp_path, monkeypatch, watch, small_network
+):
+    viewer, dock = _train_dock(dock_on, epochs=0)
+    dock._minutes.value = 30  # only a time budget: this run would go on for half an hour
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: ("", ""))
+
+    def stop_in_training(report):
+        if getattr(report, "step", 0) >= 1:  # a batch is done
+            dock.stop_training()
+
+    watch.on_report = stop_in_training
+    dock.start_training()
+    _wait_until_done(qtbot, dock)
+    assert watch.errors == []
+    result = dock._trained.result
+    assert result.stopped == "cancelled" and result.best["epoch"] == 0
+    assert dock.status.value.startswith("cancelled after")
+    assert dock.status.value.endswith("not saved yet (Save model…)")
+    assert dock._save.enabled and not dock._count.enabled
+    saved = dock.save_model(tmp_path / "stopped.pt")
+    assert load_checkpoint(saved).summary["stopped"] == "cancelled"
+
+
+def test_closing_the_dock_stops_training_and_still_offers_the_model(
+    dock_on, qtbot, tmp_path, monkeypatch, watch, small_network
+):
+    viewer, dock = _train_dock(dock_on, epochs=0)
+    dock._minutes.value = 30
+    target = tmp_path / "after-close.pt"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), ""))
+    closed = []
+
+    def close_in_training(report):
+        if getattr(report, "step", 0) >= 1 and not closed:
+            closed.append(report)
+            viewer.window.remove_dock_widget(dock.native)
+
+    watch.on_report = close_in_training
+    dock.start_training()
+    pbar = dock._pbar
+    _wait_until_done(qtbot, dock)
+    assert closed and watch.errors == []
+    assert dock._trained.result.stopped == "cancelled" and target.is_file()
+    assert pbar.n == 0 and dock._pbar is None
+
+
+def test_closing_the_viewer_stops_training(dock_on, qtbot, watch, small_network):
+    viewer, dock = _train_dock(dock_on, epochs=0)
+    dock._minutes.value = 30
+    worker = dock.start_training()
+    qtbot.waitUntil(lambda: any(getattr(r, "step", 0) for r in watch.reports), timeout=60_000)
+    viewer.close()
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=60_000)
+    assert watch.errors == [] and dock._job.training.result.stopped == "cancelled"
+    assert dock._worker is worker  # its slots were let go with the widgets: nothing ran late
+
+
+def test_a_diverging_run_warns_and_keeps_its_best_model(
+    dock_on, qtbot, tmp_path, monkeypatch, watch, messages, small_network
+):
+    unstable = functools.partial(TrainConfig, model=small_network, learning_rate=1e6)
+    monkeypatch.setattr(_label_train, "TrainConfig", unstable)
+    viewer, dock = _train_dock(dock_on, epochs=3)
+    points = dock.labeling.cells.value.data.copy()
+    target = tmp_path / "diverged.pt"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), ""))
+    dock.start_training()
+    _wait_until_done(qtbot, dock)
+    assert watch.errors == [] and dock.status.value.startswith("diverged: ")
+    assert messages["warning"][-1].startswith("training diverged: ")
+    assert messages["warning"][-1].endswith("the best model so far is kept")
+    assert load_checkpoint(target).summary["stopped"].startswith("diverged")
+    np.testing.assert_array_equal(dock.labeling.cells.value.data, points)
+
+
+def test_bad_input_is_reported_and_leaves_the_labels(
+    dock_on, qtbot, tmp_path, messages, watch, small_network
+):
+    viewer, dock = _train_dock(dock_on, epochs=1)
+    cells = dock.labeling.cells.value
+    before = cells.data.copy()
+    dock._start_model.value = "file"
+    assert dock.start_training() is None
+    assert messages["error"][-1] == "choose the model file to start from"
+    broken = tmp_path / "broken.pt"
+    broken.write_text("not a model")
+    dock._model_file.value = broken
+    dock.start_training()
+    _wait_until_done(qtbot, dock)
+    assert len(watch.errors) == 1 and "broken.pt" in messages["error"][-1]
+    assert dock.status.value.startswith("training failed:") and "broken.pt" in dock.status.value
+    assert dock._trained is None and not dock._save.enabled and dock._start.enabled
+    np.testing.assert_array_equal(cells.data, before)
+
+    dock._start_model.value = "scratch"
+    cells.data = np.zeros((0, 3))
+    assert dock.start_training() is None
+    assert messages["error"][-1].startswith("no labeled frames yet")
+    viewer.layers.remove(viewer.layers["movie"])
+    assert dock.labeling.image.value is None
+    assert dock.start_training() is None
+    assert messages["error"][-1] == "pick the image layer to label first"
+
+
+def test_whole_frames_are_resized_and_the_user_is_told(dock_on, messages, monkeypatch):
+    viewer, image, dock = dock_on(np.zeros((3, 100, 140), dtype=np.uint8))
+    dock.labeling.ensure_annotation().add([[0, 50, 50]])
+    started = []
+    monkeypatch.setattr(_label_train, "start_worker", lambda *a, **k: started.append(a))
+    dock.start_training()
+    assert started and "each whole frame is resized to 128x128" in messages["warning"][0]
+
+
+class _FakeCountDock:
+    def __init__(self):
+        self.models = []
+
+    def use_model(self, path):
+        self.models.append(path)
+
+
+def test_count_with_this_model_hands_the_file_to_the_count_dock(dock_on, messages, monkeypatch):
+    viewer, image, dock = dock_on(np.zeros((2, 32, 32)))
+    assert not dock._count.enabled
+    dock.model_path = Path("/data/twinvae-movie.pt")
+    count_dock = _FakeCountDock()
+    opened = []
+
+    def add_plugin_dock_widget(plugin, name):
+        opened.append((plugin, name))
+        return None, count_dock
+
+    monkeypatch.setattr(viewer.window, "add_plugin_dock_widget", add_plugin_dock_widget)
+    dock._on_count_with_model()
+    assert opened == [(PLUGIN, "Count cells")] and count_dock.models == [dock.model_path]
+
+    def missing(plugin, name):
+        raise KeyError(f"plugin {plugin!r} does not provide a widget named {name!r}")
+
+    monkeypatch.setattr(viewer.window, "add_plugin_dock_widget", missing)
+    dock._on_count_with_model()
+    assert messages["error"] == [
+        "the 'Count cells' dock is not available in this installation; the model is saved at "
+        + str(dock.model_path)
+    ]
+
+
+def _has_widget(name):
+    manifest = npe2.PluginManifest.from_distribution(PLUGIN)
+    return any(w.display_name == name for w in manifest.contributions.widgets or ())
+
+
+@pytest.mark.skipif(not _has_widget("Count cells"), reason="no Count cells dock in this build")
+def test_count_with_this_model_opens_the_real_count_dock(dock_on, tmp_path, messages):
+    from napari_twinvae.core.io import save_checkpoint
+    from napari_twinvae.core.model import TwinVAE
+
+    viewer, image, dock = dock_on(np.zeros((2, 32, 32)))
+    small = ModelConfig(encoder_channels=(4, 4, 4, 4), shared_channels=8, latent_dim=8)
+    dock.model_path = save_checkpoint(tmp_path / "small.pt", TwinVAE(small))
+    dock._on_count_with_model()
+    assert messages["error"] == []
+    assert any("Count cells" in name for name in viewer.window.dock_widgets)
+
+
+def test_dock_opens_from_the_manifest(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((2, 16, 16)), name="frames")
+    _, dock = viewer.window.add_plugin_dock_widget(PLUGIN, "Label & train")
+    assert isinstance(dock, LabelTrainDock) and dock.labeling.image.value.name == "frames"
+    assert {"auto", "cpu"} <= set(dock._device.choices)
+    assert dock._start_model.value in ("default", "scratch") and dock._epochs.value == 50
