@@ -121,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
         gen.close()  # nothing is written: the old file (if any) stays
         raise
     result = training.result
+    if result.best.get("epoch") == 0 and result.epochs > 0:
+        print(f"note: {result.messages[-1]}", file=sys.stderr)
     if result.stopped.startswith("diverged"):
         print(
             f"warning: training {result.stopped}; saving the model of epoch {result.best['epoch']}",
@@ -197,7 +199,9 @@ def load_natural(images: Path, labels: Path, rois: Path | None, normalization):
 def progress_line(progress) -> str:
     """One line per epoch: losses per twin, validation metrics, the best epoch, time left."""
     total = f"/{progress.epochs}" if progress.epochs else ""
-    parts = [f"epoch {progress.epoch}{total}"]
+    parts = [
+        f"epoch {progress.epoch}{total}" + (" (before training)" if not progress.epoch else "")
+    ]
     for twin, terms in progress.losses.items():
         if not math.isnan(terms["total"]):
             parts.append(f"{twin} loss {terms['total']:.4g}")

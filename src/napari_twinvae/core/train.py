@@ -121,8 +121,8 @@ class TrainConfig(JsonConfig):
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
         if not self.weight_decay >= 0:
             raise ValueError(f"weight_decay must not be negative, got {self.weight_decay}")
-        if self.batch_size < 2:
-            raise ValueError("batch_size must be at least 2 (batch normalisation needs it)")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         if not 0 <= self.synthetic_ratio <= 100:
             raise ValueError(f"synthetic_ratio must lie in 0..100, got {self.synthetic_ratio}")
         if not 0 <= self.validation_share <= 0.5:
@@ -162,7 +162,7 @@ class TrainResult:
     stopped: str  # "finished", "time budget", "cancelled" or "diverged: <reason>"
     normalization: Normalization
     config: TrainConfig = dataclasses.field(default_factory=TrainConfig)
-    epochs: int = 0  # completed epochs
+    epochs: int = 0  # epochs run (the last one partly when the time budget cut it)
     seconds: float = 0.0
     selection: str = ""  # how the kept model was chosen
     lowest_mae: dict | None = None  # the validation epoch with the lowest MAE (SPEC section 4)
@@ -445,6 +445,7 @@ class _Run:
                 if step < steps:
                     yield self._progress(epoch - 1, step, steps, _means(sums), None, False)
                     if self._out_of_time():  # the partial epoch's work is validated too
+                        self.epoch = epoch
                         yield self._validate_and_report(epoch, _means(sums), partial=step)
                         return "time budget"
             self.epoch = epoch
@@ -464,13 +465,10 @@ class _Run:
                 continue
             pool = self.natural_pool if domain == "natural" else np.arange(n)
             shuffled = pool[rng.permutation(n)]
-            parts = np.array_split(shuffled, max(1, math.ceil(n / self.cfg.batch_size)))
-            if len(parts[-1]) < 2 and len(parts) == 1:
-                continue  # a lone image cannot form a batch-normalised batch
+            # near-equal batches: no straggler of one or two images at the end
+            parts = np.array_split(shuffled, math.ceil(n / self.cfg.batch_size))
             for i, part in enumerate(parts):
                 plan.append(((i + 0.5) / len(parts), order, domain, part))
-        if not plan:
-            raise ValueError("an epoch would hold no batch; add frames or raise synthetic_ratio")
         plan.sort(key=lambda p: (p[0], p[1]))
         if self.n_synthetic:
             self._synthetic_for(epoch)
@@ -602,7 +600,8 @@ class _Run:
             self.best_state = _snapshot(self.model)
         self.history.append(entry)
         steps = self._steps_per_epoch()
-        return self._progress(epoch, steps if epoch else 0, steps, losses, validation, True)
+        done = partial or (steps if epoch else 0)
+        return self._progress(epoch, done, steps, losses, validation, True)
 
     def _metrics(self, index: np.ndarray) -> dict:
         was_training = self.model.training
@@ -674,6 +673,8 @@ class _Run:
     def finish(self, stopped: str) -> TrainResult:
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
+        if self.best and self.best["epoch"] == 0 and self.epoch > 0:
+            self._say("no epoch did better on validation than the start model, which is kept")
         model = self.model.to("cpu").eval()
         for param in model.parameters():
             param.requires_grad_(True)
