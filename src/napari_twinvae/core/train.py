@@ -505,10 +505,12 @@ class _Run:
         cfg = self.cfg
         with self.autocast():
             out = self.model(x, domain, decode=cfg.decoder)
-            terms = twin_loss(
-                x, out.reconstruction, out.mu, out.logvar, out.count, counts, labeled,
-                cfg.loss, epoch=epoch, regress=regress,
-            )  # fmt: skip
+        # the loss in float32 even under mixed precision: the KLD sums many small terms
+        rec = out.reconstruction.float() if out.reconstruction is not None else None
+        terms = twin_loss(
+            x, rec, out.mu.float(), out.logvar.float(), out.count.float(), counts, labeled,
+            cfg.loss, epoch=epoch, regress=regress,
+        )  # fmt: skip
         values = torch.stack([terms.total.detach().float(), terms.reconstruction.float(),
                               terms.regression.float(), terms.kld.float()]).tolist()  # fmt: skip
         total, _, _, kld = values
@@ -607,7 +609,7 @@ class _Run:
         was_training = self.model.training
         self.model.eval()
         estimates = []
-        with torch.inference_mode(), self.autocast():
+        with torch.inference_mode():  # float32: counts near a half must round the right way
             for part in np.array_split(index, math.ceil(index.size / 256)):
                 x = self.frames[torch.from_numpy(part).to(self.device)].unsqueeze(1)
                 estimates.append(self.model.count(x, "natural").float().cpu().numpy())
