@@ -122,6 +122,7 @@ def test_two_epochs_lower_the_validation_error_of_the_untrained_model():
     assert result.best["epoch"] >= 1 and result.best["mae"] < untrained["mae"]
     assert not result.model.training
     assert next(result.model.parameters()).device.type == "cpu"
+    assert all(p.is_contiguous() for p in result.model.parameters())  # as counting expects
 
 
 def test_cpu_runs_repeat_for_a_seed():
