@@ -50,8 +50,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--freeze",
         default="none",
-        choices=("none", "core", "outer", "thaw"),
-        help="layers kept fixed during transfer (default: none)",
+        metavar="none|core|outer|thaw",
+        help="layers kept fixed during a transfer (default: none)",
     )
     parser.add_argument(
         "--no-decoder",
@@ -59,16 +59,29 @@ def add_parser(subparsers) -> None:
         action="store_false",
         help="transfer without decoders: about twice as fast, learns from labeled frames only",
     )
-    parser.add_argument("--epochs", type=int, default=None, help="epoch limit (default: 50)")
-    parser.add_argument("--minutes", type=float, default=None, help="time budget in minutes")
-    parser.add_argument("--preset", default="pc", choices=("bf", "pc"), help="synthetic images")
     parser.add_argument(
-        "--synthetic-ratio", type=float, default=2.0, metavar="R", help="synthetic : natural"
+        "--epochs", type=int, default=None, help="epoch limit (default: 50; none with --minutes)"
     )
-    parser.add_argument("--optimizer", default="adam", choices=("adam", "radam"))
+    parser.add_argument("--minutes", type=float, default=None, help="time budget in minutes")
+    parser.add_argument(
+        "--preset",
+        default="pc",
+        metavar="bf|pc",
+        help="synthetic images: bright field or phase contrast",
+    )
+    parser.add_argument(
+        "--synthetic-ratio",
+        type=float,
+        default=2.0,
+        metavar="R",
+        help="synthetic images per natural frame and epoch (default: 2)",
+    )
+    parser.add_argument("--optimizer", default="adam", metavar="adam|radam", help="(default: adam)")
     parser.add_argument("--learning-rate", type=float, default=1.3e-4, metavar="LR")
-    parser.add_argument("--batch-size", type=int, default=64, metavar="B")
-    parser.add_argument("--seed", type=int, default=0, metavar="S")
+    parser.add_argument("--batch-size", type=int, default=64, metavar="B", help="(default: 64)")
+    parser.add_argument(
+        "--seed", type=int, default=0, metavar="S", help="same seed, same model on the CPU"
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument(
         "--rois",
