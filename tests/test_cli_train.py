@@ -121,6 +121,8 @@ def test_missing_default_model_and_bad_options_exit_2(files, tmp_path, monkeypat
     args[args.index("--init") + 1] = "default"
     assert main(args) == 2
     assert main(_train(files, tmp_path, "--epochs", "0")) == 2
+    assert main(_train(files, tmp_path, "--freeze", "middle")) == 2
+    assert main(_train(files, tmp_path, "--preset", "dic")) == 2
     assert not (tmp_path / "model.pt").exists()
 
 

@@ -89,7 +89,7 @@ def test_config_round_trips_through_json():
         ({"epochs": None, "minutes": None}, "epoch limit"),
         ({"epochs": 0}, "at least 1"),
         ({"optimizer": "sgd"}, "optimizer"),
-        ({"batch_size": 1}, "batch_size"),
+        ({"batch_size": 0}, "batch_size"),
         ({"learning_rate": 0.0}, "learning_rate"),
         ({"preset": "dic"}, "preset"),
     ],
@@ -122,6 +122,7 @@ def test_two_epochs_lower_the_validation_error_of_the_untrained_model():
     assert result.best["epoch"] >= 1 and result.best["mae"] < untrained["mae"]
     assert not result.model.training
     assert next(result.model.parameters()).device.type == "cpu"
+    assert all(p.is_contiguous() for p in result.model.parameters())  # as counting expects
 
 
 def test_cpu_runs_repeat_for_a_seed():
@@ -268,7 +269,7 @@ def test_few_labels_keep_the_last_model_and_say_so():
 def test_a_time_budget_stops_the_run(monkeypatch):
     result = train(_natural(), _config(epochs=None, minutes=1e-6))
     assert result.stopped == "time budget"
-    assert result.history[-1].get("partial_steps") == 1
+    assert result.history[-1].get("partial_steps") == 1 and result.epochs == 1
 
 
 def test_regressor_delay_holds_back_the_count_term_from_scratch():

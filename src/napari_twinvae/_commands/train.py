@@ -50,8 +50,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--freeze",
         default="none",
-        choices=("none", "core", "outer", "thaw"),
-        help="layers kept fixed during transfer (default: none)",
+        metavar="none|core|outer|thaw",
+        help="layers kept fixed during a transfer (default: none)",
     )
     parser.add_argument(
         "--no-decoder",
@@ -59,16 +59,29 @@ def add_parser(subparsers) -> None:
         action="store_false",
         help="transfer without decoders: about twice as fast, learns from labeled frames only",
     )
-    parser.add_argument("--epochs", type=int, default=None, help="epoch limit (default: 50)")
-    parser.add_argument("--minutes", type=float, default=None, help="time budget in minutes")
-    parser.add_argument("--preset", default="pc", choices=("bf", "pc"), help="synthetic images")
     parser.add_argument(
-        "--synthetic-ratio", type=float, default=2.0, metavar="R", help="synthetic : natural"
+        "--epochs", type=int, default=None, help="epoch limit (default: 50; none with --minutes)"
     )
-    parser.add_argument("--optimizer", default="adam", choices=("adam", "radam"))
+    parser.add_argument("--minutes", type=float, default=None, help="time budget in minutes")
+    parser.add_argument(
+        "--preset",
+        default="pc",
+        metavar="bf|pc",
+        help="synthetic images: bright field or phase contrast",
+    )
+    parser.add_argument(
+        "--synthetic-ratio",
+        type=float,
+        default=2.0,
+        metavar="R",
+        help="synthetic images per natural frame and epoch (default: 2)",
+    )
+    parser.add_argument("--optimizer", default="adam", metavar="adam|radam", help="(default: adam)")
     parser.add_argument("--learning-rate", type=float, default=1.3e-4, metavar="LR")
-    parser.add_argument("--batch-size", type=int, default=64, metavar="B")
-    parser.add_argument("--seed", type=int, default=0, metavar="S")
+    parser.add_argument("--batch-size", type=int, default=64, metavar="B", help="(default: 64)")
+    parser.add_argument(
+        "--seed", type=int, default=0, metavar="S", help="same seed, same model on the CPU"
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument(
         "--rois",
@@ -121,6 +134,8 @@ def run(args: argparse.Namespace) -> int:
         gen.close()  # nothing is written: the old file (if any) stays
         raise
     result = training.result
+    if result.best.get("epoch") == 0 and result.epochs > 0:
+        print(f"note: {result.messages[-1]}", file=sys.stderr)
     if result.stopped.startswith("diverged"):
         print(
             f"warning: training {result.stopped}; saving the model of epoch {result.best['epoch']}",
@@ -197,7 +212,9 @@ def load_natural(images: Path, labels: Path, rois: Path | None, normalization):
 def progress_line(progress) -> str:
     """One line per epoch: losses per twin, validation metrics, the best epoch, time left."""
     total = f"/{progress.epochs}" if progress.epochs else ""
-    parts = [f"epoch {progress.epoch}{total}"]
+    parts = [
+        f"epoch {progress.epoch}{total}" + (" (before training)" if not progress.epoch else "")
+    ]
     for twin, terms in progress.losses.items():
         if not math.isnan(terms["total"]):
             parts.append(f"{twin} loss {terms['total']:.4g}")

@@ -64,6 +64,8 @@ THAW_STAGES = 5
 
 MIN_VALIDATION_LABELS = 5
 """Labeled frames needed before some are held out; with fewer, the last model is kept."""
+CHANNELS_LAST_ON_CPU = True
+"""Outer layers in channels-last memory order on the CPU: about 10-20 % faster steps there."""
 EXPLODING_KLD = 1e4  # unweighted KLD per pixel; a healthy run stays far below 1
 EXPLODING_LOSS = 1e8  # weighted total of one batch
 _LOSS_TERMS = ("total", "reconstruction", "regression", "kld")
@@ -121,8 +123,8 @@ class TrainConfig(JsonConfig):
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
         if not self.weight_decay >= 0:
             raise ValueError(f"weight_decay must not be negative, got {self.weight_decay}")
-        if self.batch_size < 2:
-            raise ValueError("batch_size must be at least 2 (batch normalisation needs it)")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         if not 0 <= self.synthetic_ratio <= 100:
             raise ValueError(f"synthetic_ratio must lie in 0..100, got {self.synthetic_ratio}")
         if not 0 <= self.validation_share <= 0.5:
@@ -162,7 +164,7 @@ class TrainResult:
     stopped: str  # "finished", "time budget", "cancelled" or "diverged: <reason>"
     normalization: Normalization
     config: TrainConfig = dataclasses.field(default_factory=TrainConfig)
-    epochs: int = 0  # completed epochs
+    epochs: int = 0  # epochs run (the last one partly when the time budget cut it)
     seconds: float = 0.0
     selection: str = ""  # how the kept model was chosen
     lowest_mae: dict | None = None  # the validation epoch with the lowest MAE (SPEC section 4)
@@ -377,6 +379,9 @@ class _Run:
         self.model, self.info, start_norm = _start_model(cfg)
         self.normalization = owner.normalization or start_norm
         self.model.to(self.device)
+        if self.device.type == "cpu" and CHANNELS_LAST_ON_CPU:
+            for part in (self.model.encoders, self.model.decoders):
+                part.to(memory_format=torch.channels_last)
 
         natural = owner.natural
         self.validation = validation_split(natural, cfg.validation_share, cfg.seed)
@@ -451,6 +456,7 @@ class _Run:
                 if step < steps:
                     yield self._progress(epoch - 1, step, steps, _means(sums), None, False)
                     if self._out_of_time():  # the partial epoch's work is validated too
+                        self.epoch = epoch
                         yield self._validate_and_report(epoch, _means(sums), partial=step)
                         return "time budget"
             self.epoch = epoch
@@ -470,13 +476,10 @@ class _Run:
                 continue
             pool = self.natural_pool if domain == "natural" else np.arange(n)
             shuffled = pool[rng.permutation(n)]
-            parts = np.array_split(shuffled, max(1, math.ceil(n / self.cfg.batch_size)))
-            if len(parts[-1]) < 2 and len(parts) == 1:
-                continue  # a lone image cannot form a batch-normalised batch
+            # near-equal batches: no straggler of one or two images at the end
+            parts = np.array_split(shuffled, math.ceil(n / self.cfg.batch_size))
             for i, part in enumerate(parts):
                 plan.append(((i + 0.5) / len(parts), order, domain, part))
-        if not plan:
-            raise ValueError("an epoch would hold no batch; add frames or raise synthetic_ratio")
         plan.sort(key=lambda p: (p[0], p[1]))
         if self.n_synthetic:
             self._synthetic_for(epoch)
@@ -513,10 +516,12 @@ class _Run:
         cfg = self.cfg
         with self.autocast():
             out = self.model(x, domain, decode=cfg.decoder)
-            terms = twin_loss(
-                x, out.reconstruction, out.mu, out.logvar, out.count, counts, labeled,
-                cfg.loss, epoch=epoch, regress=regress,
-            )  # fmt: skip
+        # the loss in float32 even under mixed precision: the KLD sums many small terms
+        rec = out.reconstruction.float() if out.reconstruction is not None else None
+        terms = twin_loss(
+            x, rec, out.mu.float(), out.logvar.float(), out.count.float(), counts, labeled,
+            cfg.loss, epoch=epoch, regress=regress,
+        )  # fmt: skip
         values = torch.stack([terms.total.detach().float(), terms.reconstruction.float(),
                               terms.regression.float(), terms.kld.float()]).tolist()  # fmt: skip
         total, _, _, kld = values
@@ -608,13 +613,14 @@ class _Run:
             self.best_state = _snapshot(self.model)
         self.history.append(entry)
         steps = self._steps_per_epoch()
-        return self._progress(epoch, steps if epoch else 0, steps, losses, validation, True)
+        done = partial or (steps if epoch else 0)
+        return self._progress(epoch, done, steps, losses, validation, True)
 
     def _metrics(self, index: np.ndarray) -> dict:
         was_training = self.model.training
         self.model.eval()
         estimates = []
-        with torch.inference_mode(), self.autocast():
+        with torch.inference_mode():  # float32: counts near a half must round the right way
             for part in np.array_split(index, math.ceil(index.size / 256)):
                 x = self.frames[torch.from_numpy(part).to(self.device)].unsqueeze(1)
                 estimates.append(self.model.count(x, "natural").float().cpu().numpy())
@@ -680,12 +686,14 @@ class _Run:
     def finish(self, stopped: str) -> TrainResult:
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
-        model = self.model.to("cpu").eval()
+        if self.best and self.best["epoch"] == 0 and self.epoch > 0:
+            self._say("no epoch did better on validation than the start model, which is kept")
+        model = self.model.to("cpu", memory_format=torch.contiguous_format).eval()
         for param in model.parameters():
             param.requires_grad_(True)
         lowest_state = None
         if self.lowest_mae_state is not None and self.lowest_mae_state is not self.best_state:
-            lowest_state = {k: v.cpu() for k, v in self.lowest_mae_state.items()}
+            lowest_state = {k: v.contiguous() for k, v in self.lowest_mae_state.items()}
         return TrainResult(
             model=model,
             history=self.history,
