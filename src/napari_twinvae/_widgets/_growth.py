@@ -32,7 +32,7 @@ MARGINS = (44, 12, 12, 30)  # left, top, right, bottom: room for the tick labels
 def nice_ticks(low: float, high: float, most: int = 6) -> list[float]:
     """Round tick values (1, 2 or 5 times a power of ten) covering [low, high]."""
     span = max(high - low, 1e-9)
-    raw = span / max(most - 1, 1)
+    raw = span / max(most, 1)
     power = 10 ** math.floor(math.log10(raw))
     step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
     step = max(step, 1.0)  # frames and cells are whole numbers
@@ -48,7 +48,7 @@ class GrowthCurve(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("napari-twinvae growth curve")
-        self.setMinimumSize(240, 160)
+        self.setMinimumSize(240, 200)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMouseTracking(False)
         self.frames = np.zeros(0, dtype=np.int64)
@@ -58,13 +58,15 @@ class GrowthCurve(QWidget):
         self._lines: tuple[tuple[int, int], list[QPolygonF]] | None = None  # (size, polylines)
 
     def sizeHint(self) -> QSize:
-        return QSize(360, 220)
+        return QSize(380, 260)
 
     # -- data ----------------------------------------------------------------------------------
     def set_counts(self, frames, counts, names: list[str] | None = None) -> None:
         """Frame numbers (T,) and counts (T, R); ``names`` label the chambers in the legend."""
-        self.frames = np.asarray(frames, dtype=np.int64).reshape(-1)
-        self.counts = np.asarray(counts).reshape(len(self.frames), -1)
+        frames = np.asarray(frames, dtype=np.int64).reshape(-1)
+        order = np.argsort(frames, kind="stable")  # counted frames may come in any order
+        self.frames = frames[order]
+        self.counts = np.asarray(counts).reshape(len(frames), -1)[order]
         self.names = list(names) if names else [f"chamber {r}" for r in range(self.counts.shape[1])]
         self._lines = None
         self.update()
@@ -133,7 +135,9 @@ class GrowthCurve(QWidget):
             return
         self._draw_axes(painter, rect, text, faint)
         for r, line in enumerate(self._polylines()):
-            painter.setPen(QPen(QColor(COLORS[r % len(COLORS)]), 1.6))
+            # A wide pen goes through Qt's stroker: ~1 s for a dense, jagged series; thin is fast.
+            width = 2.0 if line.size() <= 300 else 1.0
+            painter.setPen(QPen(QColor(COLORS[r % len(COLORS)]), width))
             if line.size() == 1:
                 painter.drawEllipse(line.at(0), 2.5, 2.5)
             else:
@@ -143,18 +147,25 @@ class GrowthCurve(QWidget):
 
     def _polylines(self) -> list[QPolygonF]:
         """One polyline per chamber in pixels, kept until the data or the size change (moving
-        the current frame repaints often; a long series has thousands of points)."""
+        the current frame repaints often). A series longer than the plot is wide is drawn as
+        its lowest and highest count per pixel column: the same picture, a few hundred points."""
         size = (self.width(), self.height())
         if self._lines is None or self._lines[0] != size:
             rect = self._plot_rect()
             x0, x1, y0, y1 = self._ranges()
             xs = rect.left() + (self.frames - x0) / (x1 - x0) * rect.width()
             ys = rect.bottom() - (self.counts - y0) / (y1 - y0) * rect.height()
+            if len(xs) > 2 * rect.width():
+                columns, first = np.unique(np.floor(xs), return_index=True)
+                low = np.minimum.reduceat(ys, first, axis=0)
+                high = np.maximum.reduceat(ys, first, axis=0)
+                xs = np.repeat(columns, 2)
+                ys = np.stack([low, high], axis=1).reshape(-1, ys.shape[1])
             lines = [
                 QPolygonF(
                     [QPointF(x, y) for x, y in zip(xs.tolist(), ys[:, r].tolist(), strict=True)]
                 )
-                for r in range(self.counts.shape[1])
+                for r in range(ys.shape[1])
             ]
             self._lines = (size, lines)
         return self._lines[1]
