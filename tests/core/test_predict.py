@@ -223,3 +223,11 @@ def test_model_view_is_lazy_and_puts_chambers_back_in_place(checkpoint, frames):
     assert len(view._cache) <= 2
     single = ModelView(frames[0], checkpoint)
     assert single.shape == (96, 160) and np.asarray(single).shape == (96, 160)
+
+
+def test_the_callers_autograd_state_is_kept_between_batches(checkpoint, frames):
+    counting = iter_count(frames, checkpoint, batch_size=3, device="cpu")
+    next(counting)
+    next(counting)
+    assert not torch.is_inference_mode_enabled() and torch.is_grad_enabled()
+    counting.close()

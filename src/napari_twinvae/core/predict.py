@@ -230,17 +230,19 @@ def iter_count(
     estimates = np.empty((total, n_chambers), dtype=np.float32)
     yield CountProgress(0, total)
     started = time.perf_counter()
-    with torch.inference_mode():
-        for start, stop, part in _frame_batches(stack, indices, n_chambers, batch_size):
-            numbers = range(start, stop) if indices is None else indices[start:stop].tolist()
-            crops = _crops(part, boxes, ckpt.normalization, numbers)
-            images = torch.from_numpy(crops.reshape(-1, 1, IMAGE_SIZE, IMAGE_SIZE))
-            out = np.empty(len(images), dtype=np.float32)
+    for start, stop, part in _frame_batches(stack, indices, n_chambers, batch_size):
+        numbers = range(start, stop) if indices is None else indices[start:stop].tolist()
+        crops = _crops(part, boxes, ckpt.normalization, numbers)
+        images = torch.from_numpy(crops.reshape(-1, 1, IMAGE_SIZE, IMAGE_SIZE))
+        out = np.empty(len(images), dtype=np.float32)
+        # Inference mode per batch, not around the yields: the caller's code between two
+        # batches runs in the same thread and must keep its own autograd state.
+        with torch.inference_mode():
             for i in range(0, len(images), batch_size):  # many chambers: split a frame's crops
                 chunk = images[i : i + batch_size].to(target, non_blocking=True)
                 out[i : i + batch_size] = path(chunk).float().cpu().numpy()
-            estimates[start:stop] = out.reshape(stop - start, n_chambers)
-            yield CountProgress(stop, total)
+        estimates[start:stop] = out.reshape(stop - start, n_chambers)
+        yield CountProgress(stop, total)
     frame_numbers = np.arange(total, dtype=np.int64) if indices is None else indices.copy()
     return CountResult(
         estimates=estimates,
@@ -257,10 +259,20 @@ def count(
     regions: Sequence[Region] | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     device: str | torch.device = "auto",
-    **kwargs,
+    *,
+    frame_indices: Sequence[int] | np.ndarray | None = None,
+    domain: str = "natural",
 ) -> CountResult:
     """:func:`iter_count` run to the end."""
-    gen = iter_count(frames, checkpoint, regions, batch_size, device, **kwargs)
+    gen = iter_count(
+        frames,
+        checkpoint,
+        regions,
+        batch_size,
+        device,
+        frame_indices=frame_indices,
+        domain=domain,
+    )
     while True:
         try:
             next(gen)
