@@ -297,7 +297,7 @@ class CountDock(Container):
             self._plot_dock, docked = None, False
         if not docked:
             self._plot_dock = self._viewer.window.add_dock_widget(
-                self._plot, name="Growth curve", area="right"
+                self._plot, name="Growth curve", area="bottom"
             )
 
     def _on_frame(self, event=None) -> None:

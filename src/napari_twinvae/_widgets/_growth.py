@@ -27,6 +27,7 @@ COLORS = (
     "#bab0ac",
 )
 MARGINS = (44, 12, 12, 30)  # left, top, right, bottom: room for the tick labels
+LEGEND_WIDTH = 96  # extra room on the right for the legend when there are several chambers
 
 
 def nice_ticks(low: float, high: float, most: int = 6) -> list[float]:
@@ -79,6 +80,8 @@ class GrowthCurve(QWidget):
     # -- geometry ------------------------------------------------------------------------------
     def _plot_rect(self) -> QRectF:
         left, top, right, bottom = MARGINS
+        if len(self.names) > 1:
+            right += LEGEND_WIDTH
         return QRectF(
             left, top, max(self.width() - left - right, 1), max(self.height() - top - bottom, 1)
         )
@@ -215,9 +218,13 @@ class GrowthCurve(QWidget):
     def _draw_legend(self, painter: QPainter, rect: QRectF) -> None:
         if len(self.names) < 2:
             return
-        y = rect.top() + 30
-        for r, name in enumerate(self.names[:10]):
+        y = rect.top() + 12
+        shown = self.names if len(self.names) <= 12 else [*self.names[:11], "..."]
+        for r, name in enumerate(shown):
             painter.setPen(QPen(QColor(COLORS[r % len(COLORS)]), 3))
-            painter.drawLine(QPointF(rect.left() + 6, y - 4), QPointF(rect.left() + 20, y - 4))
-            painter.drawText(QPointF(rect.left() + 24, y), name)
+            if name != "...":
+                painter.drawLine(
+                    QPointF(rect.right() + 8, y - 4), QPointF(rect.right() + 22, y - 4)
+                )
+            painter.drawText(QPointF(rect.right() + 26, y), name)
             y += 15
