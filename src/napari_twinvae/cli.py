@@ -19,7 +19,7 @@ from napari_twinvae import __version__
 PROG = "napari-twinvae"
 
 # Subcommand modules in napari_twinvae._commands, in the order `--help` lists them.
-COMMANDS: tuple[str, ...] = ("synth", "train")
+COMMANDS: tuple[str, ...] = ("synth", "train", "count", "evaluate")
 
 
 class UsageError(Exception):

@@ -55,7 +55,9 @@ def update_or_add(viewer, data, kwargs: dict[str, Any], layer_type: str, role: s
     attributes above are set in place, so the user's view settings of other kinds survive.
     """
     layer = find_owned(viewer, role, source)
-    if layer is not None and layer._type_string == layer_type:
+    # The class name, not napari's private _type_string: docks get layers through napari's
+    # public-only proxy, which warns on private attributes.
+    if layer is not None and layer.__class__.__name__.lower() == layer_type:
         layer.data = data
         for key in _UPDATABLE:
             if key in kwargs:

@@ -1,0 +1,151 @@
+"""``napari-twinvae count``: count the cells of every chamber in every frame of one or more stacks.
+
+Writes ``frame,chamber,count,estimate`` (plus a leading ``file`` column when several stacks are
+given) atomically. TIFF stacks are read through their memory map, one batch at a time, so a
+series larger than RAM counts in bounded memory. On a terminal a progress bar runs on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from napari_twinvae.cli import UsageError
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "count",
+        help="count cells per frame and chamber, write a CSV",
+        description=(
+            "Count the cells in every frame (and every chamber) of one or more image stacks "
+            "with a Twin-VAE checkpoint. Writes frame,chamber,count,estimate (plus file when "
+            "several stacks are given)."
+        ),
+    )
+    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGES", help="TIFF stacks")
+    parser.add_argument("--out", type=Path, required=True, help="the CSV file to write")
+    add_model_arguments(parser)
+    parser.add_argument(
+        "--rois",
+        type=Path,
+        help="chamber rectangles: napari's Shapes CSV (default: the whole frame is one chamber)",
+    )
+    parser.set_defaults(func=run)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model, --batch-size and --device, shared with ``evaluate``."""
+    from napari_twinvae.core.predict import DEFAULT_BATCH_SIZE
+
+    parser.add_argument(
+        "--model", default="default", help="'default' (the shipped model) or a checkpoint file"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        help=f"chamber images per forward pass (default {DEFAULT_BATCH_SIZE})",
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda[:N] or mps")
+
+
+def check_model_arguments(args: argparse.Namespace):
+    """The device and the loaded checkpoint, or one-line errors for bad values."""
+    from napari_twinvae.core.device import select_device
+    from napari_twinvae.core.io import load_model
+
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+    device = select_device(args.device)
+    return device, load_model(args.model, device=device)
+
+
+def run(args: argparse.Namespace) -> int:
+    from napari_twinvae.core.chambers import as_frames, read_regions_csv, resized_whole_frame
+    from napari_twinvae.core.io import read_stack
+    from napari_twinvae.core.predict import iter_count, write_counts_csv
+
+    out: Path = args.out
+    if out.is_dir():
+        raise UsageError(f"{out}: is a folder; name the CSV file to write")
+    device, checkpoint = check_model_arguments(args)
+    regions = read_regions_csv(args.rois) if args.rois is not None else None
+    stacks = []
+    for path in args.images:
+        try:
+            stacks.append(as_frames(read_stack(path)))
+        except ValueError as err:
+            message = str(err)
+            raise UsageError(message if str(path) in message else f"{path}: {message}") from None
+        if resized_whole_frame(stacks[-1].shape, regions):
+            log.warning(
+                "%s: whole %dx%d frames are resized to 128x128; pass --rois to count per chamber",
+                path,
+                *stacks[-1].shape[1:],
+            )
+    progress = Progress(sum(s.shape[0] for s in stacks), enabled=sys.stderr.isatty())
+    results = []
+    for path, stack in zip(args.images, stacks, strict=True):
+        counting = iter_count(stack, checkpoint, regions, args.batch_size, device)
+        try:
+            while True:
+                step = next(counting)
+                progress.show(step.done)
+        except StopIteration as finished:
+            results.append(finished.value)
+        except ValueError as err:
+            raise UsageError(f"{path}: {err}") from None
+        progress.advance(stack.shape[0])
+    progress.close()
+    files = [str(p) for p in args.images] if len(args.images) > 1 else None
+    write_counts_csv(out, results, files)
+    frames = sum(len(r.frames) for r in results)
+    log.info("counted %d frames in %.1f s; wrote %s", frames, progress.elapsed, out)
+    return 0
+
+
+class Progress:
+    """A one-line progress bar on stderr, for terminals only (no noise in logs or pipes)."""
+
+    WIDTH = 30
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total = max(int(total), 1)
+        self.enabled = enabled
+        self.offset = 0  # frames of the files already finished
+        self.started = time.perf_counter()
+        self._last = 0.0
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def show(self, done_in_file: int) -> None:
+        now = time.perf_counter()
+        if not self.enabled or now - self._last < 0.1:
+            return
+        self._last = now
+        done = self.offset + done_in_file
+        filled = round(self.WIDTH * done / self.total)
+        rate = done / max(now - self.started, 1e-9)
+        sys.stderr.write(
+            f"\rcounting [{'#' * filled}{'.' * (self.WIDTH - filled)}] "
+            f"{done:,}/{self.total:,} frames, {rate:,.0f}/s "
+        )
+        sys.stderr.flush()
+
+    def advance(self, frames: int) -> None:
+        self.offset += frames
+
+    def close(self) -> None:
+        if self.enabled:
+            self._last = 0.0
+            self.show(0)
+            sys.stderr.write("\n")
+            sys.stderr.flush()

@@ -1,0 +1,81 @@
+"""``napari-twinvae evaluate``: accuracy, MAE and MRE of a model on hand-labeled frames.
+
+Counts only the labeled frames of the stack and compares the rounded counts with the labels
+(SPEC section 7). The last line printed is a JSON object with ``n``, ``accuracy``, ``mae`` and
+``mre`` (``null`` where a metric is undefined, e.g. MRE when every label is 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from napari_twinvae._commands.count import add_model_arguments, check_model_arguments
+from napari_twinvae.cli import UsageError
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="accuracy, MAE and MRE on hand-labeled frames",
+        description=(
+            "Count the labeled frames of IMAGES with a model and compare with the labels. "
+            "The last line printed is JSON: n, accuracy, mae, mre."
+        ),
+    )
+    parser.add_argument("images", type=Path, metavar="IMAGES", help="the TIFF stack")
+    parser.add_argument(
+        "--labels",
+        type=Path,
+        required=True,
+        help="frame,count CSV or napari Points CSV of the counted cells (axis-0 = frame)",
+    )
+    add_model_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from napari_twinvae.core.chambers import as_frames
+    from napari_twinvae.core.io import read_stack
+    from napari_twinvae.core.labels import labels_from_table, read_labels
+    from napari_twinvae.core.metrics import count_metrics
+    from napari_twinvae.core.predict import count
+
+    table = read_labels(args.labels)
+    device, checkpoint = check_model_arguments(args)
+    try:
+        stack = as_frames(read_stack(args.images))
+    except ValueError as err:
+        message = str(err)
+        raise UsageError(
+            message if str(args.images) in message else f"{args.images}: {message}"
+        ) from None
+    try:
+        labels = labels_from_table(table, stack.shape[0])
+    except ValueError as err:
+        raise UsageError(f"{args.labels}: {err}") from None
+    frames = sorted(table)
+    result = count(
+        stack, checkpoint, batch_size=args.batch_size, device=device, frame_indices=frames
+    )
+    metrics = count_metrics(result.estimates[:, 0], labels.counts[frames, 0])
+    print(
+        f"{metrics['n']} labeled frames: accuracy {_percent(metrics['accuracy'])}, "
+        f"MAE {_number(metrics['mae'])}, MRE {_percent(metrics['mre'], scale=1.0)}"
+    )
+    print(json.dumps({k: _json(v) for k, v in metrics.items()}))
+    return 0
+
+
+def _json(value):
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _number(value: float) -> str:
+    return f"{value:.3f}" if math.isfinite(value) else "n/a"
+
+
+def _percent(value: float, scale: float = 100.0) -> str:
+    return f"{value * scale:.1f} %" if math.isfinite(value) else "n/a"

@@ -1,0 +1,398 @@
+"""The "Count cells" dock: count every chamber in every frame of an image layer.
+
+Counting runs in a worker (``core.predict.iter_count``) with napari's progress bar and a Stop
+button. The results go into layers this plugin owns, one set per image layer, updated in place
+on re-runs: the chamber rectangles with each chamber's count for the current frame as text
+(counts in the features table), the model's reconstruction and its "synthetic view" (natural
+encoder, synthetic decoder; computed lazily, frame by frame). A growth-curve plot docks beside.
+
+No ``from __future__ import annotations`` here: magicgui reads annotations at runtime.
+"""
+
+import contextlib
+import dataclasses
+from pathlib import Path
+
+import napari
+import numpy as np
+from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, SpinBox
+from napari.layers import Image, Shapes
+from napari.utils import progress
+from napari.utils.notifications import show_error, show_info, show_warning
+
+from napari_twinvae._widgets._growth import GrowthCurve
+from napari_twinvae._widgets._layers import OWNER_KEY, find_owned, update_or_add
+from napari_twinvae._widgets._workers import start_worker
+from napari_twinvae.core.chambers import check_regions, regions_from_shapes, resized_whole_frame
+from napari_twinvae.core.device import available_devices
+from napari_twinvae.core.io import default_model_path, load_model, resolve_model
+from napari_twinvae.core.predict import DEFAULT_BATCH_SIZE, ModelView, iter_count
+from napari_twinvae.core.predict import write_counts_csv as _write_counts_csv
+
+COUNT_ROLE = "counts"
+RECONSTRUCTION_ROLE = "reconstruction"
+SYNTHETIC_VIEW_ROLE = "synthetic view"
+OWN_ROLES = (COUNT_ROLE, RECONSTRUCTION_ROLE, SYNTHETIC_VIEW_ROLE)
+DEFAULT_MODEL, MODEL_FILE = "default model", "model file"
+
+
+def _count_job(frames, model, regions, batch_size, device):
+    """Worker body: load the checkpoint, count, return both (the views need the model)."""
+    checkpoint = load_model(model, device=device)
+    result = yield from iter_count(frames, checkpoint, regions, batch_size, device)
+    return checkpoint, result
+
+
+@dataclasses.dataclass
+class _Run:
+    """The last finished count: what the plot and the CSV export show."""
+
+    image: Image
+    result: object  # core.predict.CountResult
+    frame_axis: dict  # where the frame axis lies in the viewer (see _frame_axis)
+
+
+class CountDock(Container):
+    """Count cells per frame and chamber with a Twin-VAE checkpoint."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        self._viewer = viewer
+        self._image = ComboBox(label="image", choices=self._image_choices)
+        has_default = default_model_path().is_file()
+        self._model = ComboBox(
+            label="model",
+            choices=(DEFAULT_MODEL, MODEL_FILE),
+            value=DEFAULT_MODEL if has_default else MODEL_FILE,
+            tooltip="the model shipped with the plugin, or a checkpoint file (.pt)",
+        )
+        self._model_file = FileEdit(label="model file", mode="r", filter="*.pt")
+        self._chambers = ComboBox(
+            label="chambers",
+            choices=self._chamber_choices,
+            tooltip="a Shapes layer with one rectangle per chamber; none: the whole frame",
+        )
+        self._batch = SpinBox(
+            label="batch size", min=1, max=4096, value=DEFAULT_BATCH_SIZE, tooltip="images per pass"
+        )
+        self._device = ComboBox(
+            label="device", choices=[(label, value) for value, label in available_devices()]
+        )
+        self._count_button = PushButton(text="Count")
+        self._stop_button = PushButton(text="Stop", enabled=False)
+        self._export_button = PushButton(text="Export CSV", enabled=False)
+        self._status = Label(value="")
+        self.extend(
+            [
+                self._image,
+                self._model,
+                self._model_file,
+                self._chambers,
+                self._batch,
+                self._device,
+                Container(
+                    widgets=[self._count_button, self._stop_button, self._export_button],
+                    layout="horizontal",
+                    labels=False,
+                ),
+                self._status,
+            ]
+        )
+        self._model_file.visible = self._model.value == MODEL_FILE
+        self._worker = self._finished_worker = None
+        self._progress = None
+        self._run: _Run | None = None
+        self._plot = GrowthCurve()
+        self._plot_dock = None
+        self._model.changed.connect(self._on_model_changed)
+        self._count_button.changed.connect(self._on_count)
+        self._stop_button.changed.connect(self._on_stop)
+        self._export_button.changed.connect(self._on_export)
+        self._plot.frame_clicked.connect(self._on_plot_clicked)
+        for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
+            event.connect(self.reset_choices)
+        viewer.dims.events.current_step.connect(self._on_frame)
+        self.native.destroyed.connect(self._disconnect)
+
+    # -- public --------------------------------------------------------------------------------
+    def use_model(self, path) -> None:
+        """Count with the checkpoint file ``path`` (e.g. a model just trained)."""
+        self._model.value = MODEL_FILE
+        self._model_file.value = Path(path)
+
+    def export_csv(self, path) -> Path:
+        """Write the last count as ``frame,chamber,count,estimate``, atomically."""
+        if self._run is None:
+            raise ValueError("count first: there is nothing to export yet")
+        return _write_counts_csv(path, self._run.result)
+
+    @property
+    def result(self):
+        """The last finished :class:`core.predict.CountResult`, or None."""
+        return None if self._run is None else self._run.result
+
+    # -- choices -------------------------------------------------------------------------------
+    def _image_choices(self, widget=None) -> list:
+        return [
+            (layer.name, layer)
+            for layer in self._viewer.layers
+            if isinstance(layer, Image) and _role(layer) not in OWN_ROLES
+        ]
+
+    def _chamber_choices(self, widget=None) -> list:
+        shapes = [
+            (layer.name, layer)
+            for layer in self._viewer.layers
+            if isinstance(layer, Shapes) and _role(layer) not in OWN_ROLES
+        ]
+        return [("whole frame", None), *shapes]
+
+    def _on_model_changed(self, value: str) -> None:
+        self._model_file.visible = value == MODEL_FILE
+
+    # -- counting ------------------------------------------------------------------------------
+    def _on_count(self) -> None:
+        try:
+            job = self._snapshot()
+        except ValueError as err:  # CheckpointError too
+            show_error(str(err))
+            return
+        image, frames, model, regions = job
+        if resized_whole_frame(frames.shape, regions):
+            show_warning(
+                f"{image.name}: whole {frames.shape[-2]}x{frames.shape[-1]} frames are resized "
+                "to 128x128; for better counts, mark each chamber with a rectangle in a Shapes "
+                "layer and choose it as chambers"
+            )
+        self._set_running(True)
+        self._status.value = f"counting {image.name} ..."
+        self._worker = start_worker(
+            _count_job,
+            frames,
+            model,
+            regions,
+            int(self._batch.value),
+            self._device.value,
+            yielded=self._on_progress,
+            returned=lambda out: self._on_counted(image, regions, *out),
+            finished=self._on_finished,
+        )
+
+    def _snapshot(self):
+        """Inputs for the worker, taken on the GUI thread; ValueError with the reason."""
+        image = self._image.value
+        if image is None:
+            raise ValueError("choose an image layer to count")
+        if image.rgb:
+            raise ValueError(f"{image.name} is an RGB image; convert it to one gray channel first")
+        # A reference, not a copy: stacks can be larger than RAM (memory maps, dask), and napari
+        # replaces layer data on edits rather than writing into it.
+        frames = image.data[0] if image.multiscale else image.data
+        if frames.ndim not in (2, 3):
+            raise ValueError(
+                f"{image.name} has {frames.ndim} dimensions; counting takes one frame or a "
+                "(frames, height, width) stack"
+            )
+        if self._model.value == DEFAULT_MODEL:
+            model = resolve_model("default")
+        else:
+            model = Path(self._model_file.value)
+            if not model.is_file():
+                raise ValueError(f"choose a model file (.pt); {model} is not a file")
+        regions = None
+        if self._chambers.value is not None:
+            regions = _regions_in(self._chambers.value, image)
+            check_regions(regions, frames.shape[-2:])
+        return image, frames, model, regions
+
+    def _set_running(self, running: bool) -> None:
+        self._count_button.enabled = not running
+        self._stop_button.enabled = running
+        self._export_button.enabled = not running and self._run is not None
+
+    def _on_progress(self, step) -> None:
+        if self._progress is None:
+            self._progress = progress(total=step.total, desc="Counting cells")
+        self._progress.update(step.done - self._progress.n)
+
+    def _on_stop(self) -> None:
+        if self._worker is not None:
+            self._worker.quit()
+            self._status.value = "stopping ..."
+
+    def _on_finished(self) -> None:
+        if self._progress is not None:
+            self._progress.close()
+            self._progress = None
+        if self._worker is not None and self._worker.abort_requested:
+            self._status.value = "stopped; nothing was changed"
+        # Keep the worker referenced until the next run: superqt drops its own reference in a
+        # slot that runs after `finished`, and a worker freed inside its own signal's delivery
+        # crashed Qt (segmentation fault seen in the dock tests).
+        self._finished_worker, self._worker = self._worker, None
+        self._set_running(False)
+
+    def _on_counted(self, image: Image, regions, checkpoint, result) -> None:
+        """Put the result into this image's layers, the plot and the status line."""
+        if image not in self._viewer.layers:
+            show_info(f"{image.name} was removed while counting; the counts are not shown")
+            return
+        self._run = _Run(image, result, _frame_axis(self._viewer, image))
+        frames = image.data[0] if image.multiscale else image.data
+        self._count_layer(image, result)
+        for role, decoder in ((RECONSTRUCTION_ROLE, "natural"), (SYNTHETIC_VIEW_ROLE, "synthetic")):
+            view = ModelView(frames, checkpoint, regions, decoder)
+            kwargs = {
+                "name": f"{image.name} {role}",
+                "contrast_limits": (0.0, 1.0),
+                "scale": tuple(image.scale),
+                "translate": tuple(image.translate),
+                "metadata": {"model": str(checkpoint.path)},
+            }
+            if find_owned(self._viewer, role, image) is None:
+                kwargs["visible"] = False  # shown on request; they would cover the frames
+            update_or_add(self._viewer, view, kwargs, "image", role, image)
+        self._show_plot(result)
+        self._on_frame()
+        n_frames, n_chambers = result.counts.shape
+        rate = n_frames * n_chambers / max(result.elapsed_s, 1e-9)
+        self._status.value = (
+            f"{n_frames:,} frames x {n_chambers} chamber(s) in {result.elapsed_s:.1f} s "
+            f"({rate:,.0f} images/s)"
+        )
+
+    def _count_layer(self, image: Image, result) -> None:
+        rectangles = [
+            np.array([[top, left], [top, right], [bottom, right], [bottom, left]], dtype=float)
+            for top, left, bottom, right in result.regions
+        ]
+        frame = _frame_axis(self._viewer, image)
+        kwargs = {
+            "name": f"{image.name} {COUNT_ROLE}",
+            "shape_type": "rectangle",
+            "edge_color": "#ffd21f",
+            "face_color": "transparent",
+            "edge_width": 2,
+            "scale": tuple(image.scale[-2:]),
+            "translate": tuple(image.translate[-2:]),
+            "features": _features(result, 0),
+            "text": {"string": "{count}", "anchor": "upper_left", "size": 14, "color": "#ffd21f"},
+            "metadata": {
+                "counts": result.counts.tolist(),
+                "estimates": result.estimates.tolist(),
+                "frame_axis": frame,
+            },
+        }
+        update_or_add(self._viewer, rectangles, kwargs, "shapes", COUNT_ROLE, image)
+
+    # -- frames and the plot -------------------------------------------------------------------
+    def _show_plot(self, result) -> None:
+        try:
+            self._plot.set_counts(result.frames, result.counts)
+            docked = self._plot_dock is not None and self._plot_dock.isVisible()
+        except RuntimeError:  # the user closed the plot's dock: Qt deleted the widget
+            self._plot = GrowthCurve()
+            self._plot.frame_clicked.connect(self._on_plot_clicked)
+            self._plot.set_counts(result.frames, result.counts)
+            self._plot_dock, docked = None, False
+        if not docked:
+            self._plot_dock = self._viewer.window.add_dock_widget(
+                self._plot, name="Growth curve", area="bottom"
+            )
+
+    def _on_frame(self, event=None) -> None:
+        """Show each count layer's counts for the frame the viewer is on."""
+        for layer in list(self._viewer.layers):
+            if _role(layer) == COUNT_ROLE and "counts" in layer.metadata:
+                t = _current_frame(self._viewer, layer.metadata)
+                if len(layer.data) == len(layer.metadata["counts"][t]):
+                    layer.features = _features_of(layer.metadata, t)
+        if self._run is not None:
+            with contextlib.suppress(RuntimeError):  # the user closed the plot's dock
+                self._plot.set_current(_current_frame(self._viewer, _meta_of(self._run)))
+
+    def _on_plot_clicked(self, frame: int) -> None:
+        axis = self._run.frame_axis if self._run is not None else None
+        if not axis or axis["axis"] is None:
+            return
+        world = axis["translate"] + frame * axis["scale"]
+        self._viewer.dims.set_point(self._viewer.dims.ndim + axis["axis"], world)
+
+    def _on_export(self) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        name = f"{self._run.image.name} counts.csv" if self._run is not None else "counts.csv"
+        path, _ = QFileDialog.getSaveFileName(self.native, "Export counts", name, "CSV (*.csv)")
+        if path:
+            try:
+                show_info(f"wrote {self.export_csv(path)}")
+            except (OSError, ValueError) as err:
+                show_error(f"could not write {path}: {err}")
+
+    def _disconnect(self, *args) -> None:
+        for event in (self._viewer.layers.events.inserted, self._viewer.layers.events.removed):
+            event.disconnect(self.reset_choices)
+        self._viewer.dims.events.current_step.disconnect(self._on_frame)
+        if self._worker is not None:
+            self._worker.quit()
+
+
+# -- helpers ---------------------------------------------------------------------------------
+def _role(layer):
+    tag = layer.metadata.get(OWNER_KEY)
+    return tag.get("role") if isinstance(tag, dict) else None
+
+
+def _regions_in(shapes: Shapes, image: Image) -> list:
+    """The rectangles of ``shapes`` in ``image``'s pixel coordinates (both layers' scales)."""
+    if len(shapes.data) == 0:
+        raise ValueError(f"{shapes.name} holds no rectangles; draw one per chamber")
+    vertices = []
+    for shape in shapes.data:
+        points = []
+        for vertex in np.asarray(shape):
+            world = np.asarray(shapes.data_to_world(vertex))[-2:]
+            position = np.concatenate([np.zeros(image.ndim - 2), world])
+            points.append(np.asarray(image.world_to_data(position))[-2:])
+        vertices.append(np.array(points))
+    return regions_from_shapes(vertices, shapes.shape_type)
+
+
+def _frame_axis(viewer, image: Image) -> dict:
+    """Where ``image``'s frame axis lies among the viewer's axes (from the end) and its scale."""
+    if image.ndim < 3:
+        return {"axis": None, "scale": 1.0, "translate": 0.0, "frames": 1}
+    first = image.ndim - 3  # (..., T, H, W): a multiscale or 3D stack has T third from the end
+    return {
+        "axis": -3,
+        "scale": float(image.scale[first]),
+        "translate": float(image.translate[first]),
+        "frames": int(image.data[0].shape[first] if image.multiscale else image.data.shape[first]),
+    }
+
+
+def _meta_of(run: _Run) -> dict:
+    return {"frame_axis": run.frame_axis, "counts": run.result.counts}
+
+
+def _current_frame(viewer, metadata: dict) -> int:
+    axis = metadata["frame_axis"]
+    last = len(metadata["counts"]) - 1
+    if axis["axis"] is None or viewer.dims.ndim < -axis["axis"]:
+        return 0
+    world = viewer.dims.point[viewer.dims.ndim + axis["axis"]]
+    t = int(np.floor((world - axis["translate"]) / axis["scale"] + 0.5))
+    return min(max(t, 0), last)
+
+
+def _features(result, t: int) -> dict:
+    return _features_of({"counts": result.counts, "estimates": result.estimates}, t)
+
+
+def _features_of(metadata: dict, t: int) -> dict:
+    counts = np.asarray(metadata["counts"][t], dtype=np.int64)
+    return {
+        "chamber": np.arange(len(counts)),
+        "count": counts,
+        "estimate": np.round(np.asarray(metadata["estimates"][t], dtype=np.float64), 2),
+    }

@@ -1,0 +1,466 @@
+"""Counting, reconstruction and translation over whole time series, batch by batch.
+
+Every function takes frames as the user has them (one 2D frame, a (T, H, W) stack, a memory-mapped
+TIFF or its path), cuts each chamber out with :func:`core.chambers.chamber_crops` and normalises it
+with the checkpoint's own :class:`Normalization`, exactly as for training. Only one batch of frames
+is in memory at a time, so a series larger than RAM is counted straight from its memory map.
+
+Counting runs only the counting path (outer encoder, shared encoder, mu, regressor) in eval mode;
+:func:`iter_count` yields :class:`CountProgress` after every batch and returns a
+:class:`CountResult`; :func:`count` drains it.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Generator, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from napari_twinvae.core.chambers import (
+    Region,
+    area_matrix,
+    as_frames,
+    chamber_crops,
+    check_regions,
+)
+from napari_twinvae.core.config import IMAGE_SIZE
+from napari_twinvae.core.device import select_device
+from napari_twinvae.core.io import Checkpoint, atomic_write, load_model, read_stack
+from napari_twinvae.core.metrics import round_counts
+from napari_twinvae.core.model import DOMAINS, TwinVAE
+
+DEFAULT_BATCH_SIZE = 64
+"""Crops per forward pass. On 2 CPU cores 32-64 run fastest (bench/bench_count.py): the batch's
+activations still fit the caches; 128 and more spill and slow down."""
+
+CSV_COLUMNS = ("frame", "chamber", "count", "estimate")
+
+
+@dataclasses.dataclass(frozen=True)
+class CountProgress:
+    """Frames counted so far out of the frames asked for."""
+
+    done: int
+    total: int
+
+
+@dataclasses.dataclass
+class CountResult:
+    """Per-frame, per-chamber count estimates (regressor outputs) and rounded counts."""
+
+    estimates: np.ndarray  # (T, R) float32
+    counts: np.ndarray  # (T, R) int64, rounded, >= 0
+    frames: np.ndarray  # (T,) int64: each row's frame number in the series
+    regions: list[Region]  # the chambers, (top, left, bottom, right) in frame pixels
+    elapsed_s: float = 0.0
+
+    def rows(self) -> Iterator[tuple[int, int, int, float]]:
+        """(frame, chamber, count, estimate) per frame and chamber, in frame order."""
+        for t, frame in enumerate(self.frames.tolist()):
+            for r in range(self.counts.shape[1]):
+                yield frame, r, int(self.counts[t, r]), float(self.estimates[t, r])
+
+
+# -- the counting path -----------------------------------------------------------------------
+class CountingPath(nn.Module):
+    """``model.count(x, domain)`` rearranged for speed, with the same weights and outputs.
+
+    Measured on the 2-core development CPU (bench/bench_count.py, best of several runs, batch 32):
+    ``TwinVAE.count`` ~1,300 images/s, with channels_last ~1,600, this module ~1,900.
+
+    - channels_last (NHWC) lets oneDNN run its fastest direct convolutions; they reach the
+      machine's float32 peak on the three big 5x5 convolutions.
+    - The shared 5x5 convolution sees a 5x5 input and gives 1x1, so it *is* a matrix product:
+      run as a Linear on the flattened input (as a convolution in NHWC it was the slowest layer,
+      ~20 GFLOP/s). Its weight is permuted once to NHWC order, so the flatten is a free view.
+    - LeakyReLU in place; Dropout dropped (identity in eval mode).
+    Tried and not kept: TorchScript freeze + optimize_for_inference (slower), oneDNN's fused
+    convolution + LeakyReLU (no gain), ``torch.compile`` with freezing (same speed after ~25 s of
+    compiling, and it needs a C++ compiler at run time).
+
+    The module holds copies of the weights (the model's own layout is untouched), so build it
+    from the model as it is when counting starts.
+    """
+
+    def __init__(self, model: TwinVAE, domain: str = "natural") -> None:
+        super().__init__()
+        if domain not in DOMAINS:
+            raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
+        convs = [m for m in model.encoders[domain] if isinstance(m, nn.Conv2d)]
+        self.convs = nn.ModuleList()
+        for conv in convs:
+            copy = nn.Conv2d(
+                conv.in_channels,
+                conv.out_channels,
+                conv.kernel_size,
+                stride=conv.stride,
+                device=conv.weight.device,
+            )
+            copy.load_state_dict(conv.state_dict())
+            self.convs.append(copy.to(memory_format=torch.channels_last))
+        shared = model.shared_encoder[0]
+        w = shared.weight.detach()  # (512, 256, 5, 5) -> (512, 5*5*256), NHWC order
+        self.register_buffer("shared_weight", w.permute(0, 2, 3, 1).reshape(w.shape[0], -1).clone())
+        self.register_buffer("shared_bias", shared.bias.detach().clone())
+        linears = [model.mu[0], *[m for m in model.regressor if isinstance(m, nn.Linear)]]
+        self.linears = nn.ModuleList()
+        for layer in linears:
+            copy = nn.Linear(layer.in_features, layer.out_features, device=layer.weight.device)
+            copy.load_state_dict(layer.state_dict())
+            self.linears.append(copy)
+        self.slope = float(model.config.leaky_slope)
+        self.requires_grad_(False)
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, 1, 128, 128) in [0, 1] -> count estimates (B,)."""
+        x = x.contiguous(memory_format=torch.channels_last)
+        for conv in self.convs:
+            x = F.leaky_relu_(conv(x), self.slope)
+        h = x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)  # a view: NHWC memory is (B, 5, 5, 256)
+        h = F.leaky_relu_(F.linear(h, self.shared_weight, self.shared_bias), self.slope)
+        for layer in self.linears:  # mu, then the regressor (no activations between them)
+            h = layer(h)
+        return h.squeeze(-1)
+
+
+# -- inputs ----------------------------------------------------------------------------------
+def _frames_of(frames) -> np.ndarray:
+    """A path (read lazily: memory-mapped when the TIFF allows) or an array, as (T, H, W)."""
+    if isinstance(frames, str | os.PathLike):
+        frames = read_stack(frames, lazy=True)
+    return as_frames(frames)
+
+
+def _checkpoint_of(checkpoint: Checkpoint | str | os.PathLike | None, device) -> Checkpoint:
+    if isinstance(checkpoint, Checkpoint):
+        return checkpoint
+    return load_model(checkpoint, device=device)
+
+
+def _check_batch_size(batch_size: int) -> int:
+    if int(batch_size) < 1:
+        raise ValueError(f"the batch size must be at least 1, got {batch_size}")
+    return int(batch_size)
+
+
+def _frame_batches(
+    stack: np.ndarray, indices: np.ndarray | None, n_chambers: int, batch_size: int
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """(start, stop, frames) over the series (or the chosen frames), about ``batch_size`` crops each.
+
+    Only the frames of one batch are read: slicing a memory map reads just those pages.
+    """
+    total = stack.shape[0] if indices is None else len(indices)
+    step = max(1, batch_size // n_chambers)
+    for start in range(0, total, step):
+        stop = min(start + step, total)
+        if indices is None:
+            yield start, stop, stack[start:stop]
+        else:
+            yield start, stop, stack[indices[start:stop]]
+
+
+def _crops(frames: np.ndarray, regions, normalization, numbers: Sequence[int]) -> np.ndarray:
+    """Chamber crops of a batch; a frame that cannot be used is named by its number."""
+    try:
+        return chamber_crops(frames, regions, normalization)
+    except ValueError:
+        for i, number in enumerate(numbers):  # only on failure: find the frame to name
+            try:
+                chamber_crops(frames[i : i + 1], regions, normalization)
+            except ValueError as err:
+                raise ValueError(f"frame {number}: {err}") from None
+        raise
+
+
+def _check_indices(frame_indices, n_frames: int) -> np.ndarray | None:
+    if frame_indices is None:
+        return None
+    indices = np.asarray(frame_indices, dtype=np.int64).reshape(-1)
+    if indices.size == 0:
+        raise ValueError("no frames were chosen to count")
+    if indices.min() < 0 or indices.max() >= n_frames:
+        raise ValueError(
+            f"frame {int(indices.max() if indices.max() >= n_frames else indices.min())} "
+            f"is outside the series (frames 0..{n_frames - 1})"
+        )
+    return indices
+
+
+# -- counting --------------------------------------------------------------------------------
+def iter_count(
+    frames,
+    checkpoint: Checkpoint | str | os.PathLike | None = "default",
+    regions: Sequence[Region] | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    device: str | torch.device = "auto",
+    *,
+    frame_indices: Sequence[int] | np.ndarray | None = None,
+    domain: str = "natural",
+) -> Generator[CountProgress, None, CountResult]:
+    """Count the cells of every chamber in every frame, one batch at a time.
+
+    ``frames``: a 2D frame, a (T, H, W) stack of any real dtype, a memory map, or a file path.
+    ``checkpoint``: a loaded :class:`Checkpoint`, ``"default"`` or a checkpoint file.
+    ``regions``: chamber rectangles (top, left, bottom, right); none = the whole frame.
+    ``frame_indices``: count only these frames (e.g. the labeled ones); rows follow their order.
+    Yields :class:`CountProgress` after each batch (closing the generator stops between batches);
+    returns a :class:`CountResult`.
+    """
+    batch_size = _check_batch_size(batch_size)
+    stack = _frames_of(frames)
+    boxes = check_regions(regions, stack.shape[1:])
+    indices = _check_indices(frame_indices, stack.shape[0])
+    target = select_device(device)
+    ckpt = _checkpoint_of(checkpoint, target)
+    path = CountingPath(ckpt.model, domain).to(target)
+    total = stack.shape[0] if indices is None else len(indices)
+    n_chambers = len(boxes)
+    estimates = np.empty((total, n_chambers), dtype=np.float32)
+    yield CountProgress(0, total)
+    started = time.perf_counter()
+    for start, stop, part in _frame_batches(stack, indices, n_chambers, batch_size):
+        numbers = range(start, stop) if indices is None else indices[start:stop].tolist()
+        crops = _crops(part, boxes, ckpt.normalization, numbers)
+        images = torch.from_numpy(crops.reshape(-1, 1, IMAGE_SIZE, IMAGE_SIZE))
+        out = np.empty(len(images), dtype=np.float32)
+        # Inference mode per batch, not around the yields: the caller's code between two
+        # batches runs in the same thread and must keep its own autograd state.
+        with torch.inference_mode():
+            for i in range(0, len(images), batch_size):  # many chambers: split a frame's crops
+                chunk = images[i : i + batch_size].to(target, non_blocking=True)
+                out[i : i + batch_size] = path(chunk).float().cpu().numpy()
+        estimates[start:stop] = out.reshape(stop - start, n_chambers)
+        yield CountProgress(stop, total)
+    frame_numbers = np.arange(total, dtype=np.int64) if indices is None else indices.copy()
+    return CountResult(
+        estimates=estimates,
+        counts=round_counts(estimates),
+        frames=frame_numbers,
+        regions=list(boxes),
+        elapsed_s=time.perf_counter() - started,
+    )
+
+
+def count(
+    frames,
+    checkpoint: Checkpoint | str | os.PathLike | None = "default",
+    regions: Sequence[Region] | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    device: str | torch.device = "auto",
+    *,
+    frame_indices: Sequence[int] | np.ndarray | None = None,
+    domain: str = "natural",
+) -> CountResult:
+    """:func:`iter_count` run to the end."""
+    gen = iter_count(
+        frames,
+        checkpoint,
+        regions,
+        batch_size,
+        device,
+        frame_indices=frame_indices,
+        domain=domain,
+    )
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
+def write_counts_csv(
+    path: str | os.PathLike,
+    results: CountResult | Sequence[CountResult],
+    files: Sequence[str] | None = None,
+) -> Path:
+    """``frame,chamber,count,estimate`` rows, atomically; with ``files``, a leading ``file`` column."""
+    many = [results] if isinstance(results, CountResult) else list(results)
+    if files is not None and len(files) != len(many):
+        raise ValueError(f"{len(many)} results but {len(files)} file names")
+    columns = (("file",) if files is not None else ()) + CSV_COLUMNS
+    with atomic_write(path, "w") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(columns)
+        for number, result in enumerate(many):
+            lead = (files[number],) if files is not None else ()
+            for frame, chamber, n, estimate in result.rows():
+                writer.writerow((*lead, frame, chamber, n, f"{estimate:.4f}"))
+    return Path(path)
+
+
+# -- what the model sees ---------------------------------------------------------------------
+def _decode_crops(
+    model: TwinVAE, crops: np.ndarray, encoder: str, decoder: str, batch_size: int, device
+) -> np.ndarray:
+    """Crops (N, 128, 128) -> encode with twin ``encoder``, decode mu with twin ``decoder``."""
+    out = np.empty_like(crops, dtype=np.float32)
+    flat = torch.from_numpy(np.ascontiguousarray(crops, dtype=np.float32)).unsqueeze(1)
+    with torch.inference_mode():
+        for i in range(0, len(flat), batch_size):
+            x = flat[i : i + batch_size].to(device)
+            mu, _ = model.encode(x, encoder)
+            out[i : i + batch_size] = model.decode(mu, decoder)[:, 0].float().cpu().numpy()
+    return out
+
+
+def _model_view(
+    frames, checkpoint, regions, encoder: str, decoder: str, batch_size: int, device
+) -> np.ndarray:
+    batch_size = _check_batch_size(batch_size)
+    stack = _frames_of(frames)
+    boxes = check_regions(regions, stack.shape[1:])
+    ckpt = _checkpoint_of(checkpoint, select_device(device))
+    model = ckpt.model.eval()
+    target = next(model.parameters()).device
+    out = np.empty((stack.shape[0], len(boxes), IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+    for start, stop, part in _frame_batches(stack, None, len(boxes), batch_size):
+        crops = _crops(part, boxes, ckpt.normalization, range(start, stop))
+        decoded = _decode_crops(
+            model, crops.reshape(-1, IMAGE_SIZE, IMAGE_SIZE), encoder, decoder, batch_size, target
+        )
+        out[start:stop] = decoded.reshape(crops.shape)
+    return out
+
+
+def reconstruct(
+    frames,
+    checkpoint: Checkpoint | str | os.PathLike | None = "default",
+    regions: Sequence[Region] | None = None,
+    domain: str = "natural",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    device: str | torch.device = "auto",
+) -> np.ndarray:
+    """Each chamber crop through one twin's encoder and decoder: (T, R, 128, 128) in [0, 1].
+
+    The whole result is returned at once; pass a slice of a long series, or use :class:`ModelView`.
+    """
+    return _model_view(frames, checkpoint, regions, domain, domain, batch_size, device)
+
+
+def translate(
+    frames,
+    checkpoint: Checkpoint | str | os.PathLike | None = "default",
+    regions: Sequence[Region] | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    device: str | torch.device = "auto",
+) -> np.ndarray:
+    """The synthetic view: natural encoder, synthetic decoder, (T, R, 128, 128) in [0, 1].
+
+    What the model sees in a real frame, drawn the way it draws its synthetic cells.
+    """
+    return _model_view(frames, checkpoint, regions, "natural", "synthetic", batch_size, device)
+
+
+def place_crops(
+    crops: np.ndarray, regions: Sequence[Region], frame_shape: tuple[int, int]
+) -> np.ndarray:
+    """Crops (R, 128, 128) resized back into their chambers of a (H, W) frame; 0 elsewhere."""
+    frame = np.zeros(tuple(int(s) for s in frame_shape), dtype=np.float32)
+    for crop, (top, left, bottom, right) in zip(crops, regions, strict=True):
+        height, width = bottom - top, right - left
+        if (height, width) == (IMAGE_SIZE, IMAGE_SIZE):
+            frame[top:bottom, left:right] = crop
+        else:
+            frame[top:bottom, left:right] = (
+                area_matrix(IMAGE_SIZE, height) @ crop @ area_matrix(IMAGE_SIZE, width).T
+            )
+    return frame
+
+
+class ModelView:
+    """A lazy array, shaped like the frames, of what the model makes of each chamber.
+
+    Reading a frame runs its chambers through the natural encoder and the ``decoder`` twin
+    (``"natural"``: the reconstruction; ``"synthetic"``: the synthetic view) and puts the results
+    back into the chamber rectangles. Nothing is computed until a frame is read, and only the
+    last few frames are kept, so a viewer can page through a series of any length.
+    """
+
+    def __init__(
+        self,
+        frames,
+        checkpoint: Checkpoint,
+        regions: Sequence[Region] | None = None,
+        decoder: str = "natural",
+        cache_frames: int = 8,
+    ) -> None:
+        if decoder not in DOMAINS:
+            raise ValueError(f"decoder must be one of {DOMAINS}, got {decoder!r}")
+        source = frames if not isinstance(frames, str | os.PathLike) else read_stack(frames)
+        self._single = getattr(source, "ndim", None) == 2
+        self._stack = as_frames(source)
+        self._regions = check_regions(regions, self._stack.shape[1:])
+        self._checkpoint = checkpoint
+        self.decoder = decoder
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._cache_frames = max(1, int(cache_frames))
+        self._lock = threading.Lock()  # napari may slice from a worker thread
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self._stack.shape[1:]) if self._single else tuple(self._stack.shape)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.float32)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def frame(self, t: int) -> np.ndarray:
+        """Frame ``t`` as the model sees it, (H, W) float32 in [0, 1]."""
+        t = int(t)
+        with self._lock:
+            if t in self._cache:
+                self._cache.move_to_end(t)
+                return self._cache[t]
+            model = self._checkpoint.model.eval()
+            device = next(model.parameters()).device
+            crops = _crops(
+                self._stack[t : t + 1], self._regions, self._checkpoint.normalization, [t]
+            )[0]
+            decoded = _decode_crops(model, crops, "natural", self.decoder, len(crops), device)
+            image = place_crops(decoded, self._regions, self._stack.shape[1:])
+            self._cache[t] = image
+            while len(self._cache) > self._cache_frames:
+                self._cache.popitem(last=False)
+            return image
+
+    def __getitem__(self, key) -> np.ndarray:
+        if self._single:
+            return self.frame(0)[key]
+        key = key if isinstance(key, tuple) else (key,)
+        if any(k is Ellipsis for k in key):
+            at = next(i for i, k in enumerate(key) if k is Ellipsis)
+            fill = (slice(None),) * (3 - (len(key) - 1))
+            key = key[:at] + fill + key[at + 1 :]
+        head, rest = (key[0], key[1:]) if key else (slice(None), ())
+        if isinstance(head, int | np.integer):
+            return self.frame(range(len(self))[head])[rest]
+        wanted = np.arange(len(self))[head]
+        stack = np.stack([self.frame(t) for t in np.atleast_1d(wanted)])
+        return stack[(slice(None), *rest)]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        data = self[:]
+        return data if dtype is None else data.astype(dtype)

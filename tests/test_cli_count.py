@@ -1,0 +1,174 @@
+"""``napari-twinvae count`` and ``napari-twinvae evaluate``."""
+
+import csv
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_twinvae.cli import main
+from napari_twinvae.core.io import load_checkpoint
+from napari_twinvae.core.metrics import count_metrics
+from napari_twinvae.core.predict import count
+from tests._checkpoints import small_checkpoint
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("count")
+    rng = np.random.default_rng(0)
+    stack = rng.integers(0, 4096, (6, 100, 140), dtype=np.uint16)
+    tifffile.imwrite(folder / "a.tif", stack, photometric="minisblack")
+    tifffile.imwrite(folder / "b.tif", stack[:4, :, ::-1].copy(), photometric="minisblack")
+    model = small_checkpoint(folder / "model.pt")
+    rows = ["index,shape-type,vertex-index,axis-0,axis-1"]
+    for i, (y0, x0, y1, x1) in enumerate([(0, 0, 100, 70), (0, 70, 100, 140)]):
+        for v, (y, x) in enumerate([(y0, x0), (y0, x1), (y1, x1), (y1, x0)]):
+            rows.append(f"{i},rectangle,{v},{y},{x}")
+    (folder / "rois.csv").write_text("\n".join(rows) + "\n")
+    return folder, stack, model
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.reader(f))
+
+
+def test_count_writes_frame_chamber_count_estimate(files, tmp_path, capsys):
+    folder, stack, model = files
+    out = tmp_path / "counts.csv"
+    argv = ["count", str(folder / "a.tif"), "--out", str(out), "--model", str(model)]
+    assert main([*argv, "--rois", str(folder / "rois.csv"), "--batch-size", "3"]) == 0
+    rows = _rows(out)
+    assert rows[0] == ["frame", "chamber", "count", "estimate"] and len(rows) == 1 + 6 * 2
+    expected = count(stack, load_checkpoint(model), [(0, 0, 100, 70), (0, 70, 100, 140)])
+    assert [tuple(int(v) for v in row[:3]) for row in rows[1:]] == [
+        (f, c, n) for f, c, n, _ in expected.rows()
+    ]
+    estimates = np.array([float(row[3]) for row in rows[1:]])
+    np.testing.assert_allclose(estimates, expected.estimates.reshape(-1), atol=1e-4)
+    assert capsys.readouterr().err == ""  # no progress bar when stderr is not a terminal
+
+
+def test_several_files_get_a_file_column(files, tmp_path):
+    folder, _, model = files
+    out = tmp_path / "counts.csv"
+    images = [str(folder / "a.tif"), str(folder / "b.tif")]
+    assert main(["count", *images, "--out", str(out), "--model", str(model)]) == 0
+    rows = _rows(out)
+    assert rows[0] == ["file", "frame", "chamber", "count", "estimate"]
+    assert [r[0] for r in rows[1:]] == [images[0]] * 6 + [images[1]] * 4
+
+
+def test_whole_frames_are_resized_with_a_warning_and_a_progress_bar_on_terminals(
+    files, tmp_path, capsys, caplog, monkeypatch
+):
+    folder, _, model = files
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    argv = ["count", str(folder / "a.tif"), "--out", str(tmp_path / "c.csv"), "--model", str(model)]
+    assert main(argv) == 0
+    assert "resized to 128x128" in caplog.text and "--rois" in caplog.text
+    err = capsys.readouterr().err
+    assert "\rcounting [" in err and "6/6 frames" in err
+
+
+def test_evaluate_prints_json_metrics_last(files, tmp_path, capsys):
+    folder, stack, model = files
+    labels = tmp_path / "labels.csv"
+    labels.write_text("frame,count\n0,3\n2,0\n5,4\n")
+    argv = ["evaluate", str(folder / "a.tif"), "--labels", str(labels), "--model", str(model)]
+    assert main(argv) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    metrics = json.loads(last)
+    assert set(metrics) == {"n", "accuracy", "mae", "mre"}
+    estimates = count(stack, load_checkpoint(model)).estimates[[0, 2, 5], 0]
+    assert metrics == pytest.approx(count_metrics(estimates, [3, 0, 4]))
+
+
+def test_evaluate_reads_napari_points_and_reports_undefined_mre_as_null(files, tmp_path, capsys):
+    folder, _, model = files
+    points = tmp_path / "points.csv"
+    points.write_text("index,axis-0,axis-1,axis-2\n0,1,10,10\n1,1,20,20\n2,4,5,5\n")
+    argv = ["evaluate", str(folder / "a.tif"), "--labels", str(points), "--model", str(model)]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["n"] == 2
+    zeros = tmp_path / "zeros.csv"
+    zeros.write_text("frame,count\n0,0\n")
+    assert (
+        main(["evaluate", str(folder / "a.tif"), "--labels", str(zeros), "--model", str(model)])
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["mre"] is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["count", "{d}/missing.tif", "--out", "{t}/c.csv", "--model", "{m}"], "no such file"),
+        (["count", "{d}/junk.tif", "--out", "{t}/c.csv", "--model", "{m}"], "not a readable"),
+        (["count", "{d}/rgb.tif", "--out", "{t}/c.csv", "--model", "{m}"], "RGB"),
+        (["count", "{d}/4d.tif", "--out", "{t}/c.csv", "--model", "{m}"], "4D"),
+        (["count", "{d}/nan.tif", "--out", "{t}/c.csv", "--model", "{m}"], "frame 1: .*NaN"),
+        (["count", "{d}/a.tif", "--out", "{t}/c.csv", "--model", "{d}/nope.pt"], "no such"),
+        (
+            ["count", "{d}/a.tif", "--out", "{t}/c.csv", "--model", "{d}/junk.tif"],
+            "refused|checkpoint",
+        ),
+        (["count", "{d}/a.tif", "--out", "{t}/c.csv", "--model", "default"], "no default model"),
+        (["count", "{d}/a.tif", "--out", "{t}", "--model", "{m}"], "is a folder"),
+        (
+            ["count", "{d}/a.tif", "--out", "{t}/c.csv", "--model", "{m}", "--batch-size", "0"],
+            "at least 1",
+        ),
+        (
+            ["count", "{d}/a.tif", "--out", "{t}/c.csv", "--model", "{m}", "--device", "tpu"],
+            "unknown device",
+        ),
+        (
+            ["count", "{d}/a.tif", "--out", "{t}/c.csv", "--model", "{m}", "--rois", "{d}/far.csv"],
+            "outside",
+        ),
+        (["evaluate", "{d}/a.tif", "--labels", "{d}/late.csv", "--model", "{m}"], "frame 9"),
+        (["evaluate", "{d}/a.tif", "--labels", "{d}/junk.tif", "--model", "{m}"], "labels|CSV"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(files, tmp_path, capsys, monkeypatch, argv, message):
+    folder, _, model = files
+    (folder / "junk.tif").write_bytes(b"not an image")
+    tifffile.imwrite(folder / "rgb.tif", np.zeros((64, 64, 3), np.uint8), photometric="rgb")
+    tifffile.imwrite(
+        folder / "4d.tif", np.zeros((2, 3, 64, 64), np.uint8), photometric="minisblack"
+    )
+    nan = np.zeros((3, 128, 128), np.float32)
+    nan[1, 5, 5] = np.nan
+    tifffile.imwrite(folder / "nan.tif", nan, photometric="minisblack")
+    (folder / "far.csv").write_text(
+        "index,shape-type,vertex-index,axis-0,axis-1\n"
+        + "".join(f"0,rectangle,{v},{y},{x}\n" for v, (y, x) in enumerate([(500, 500), (600, 600)]))
+    )
+    (folder / "late.csv").write_text("frame,count\n9,2\n")
+    monkeypatch.setattr(
+        "napari_twinvae.core.io.default_model_path", lambda: folder / "no-default.pt"
+    )
+    args = [a.format(d=folder, t=tmp_path, m=model) for a in argv]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("napari-twinvae: error: "), err
+    assert re.search(message, err[0]), err[0]
+    assert not (tmp_path / "c.csv").exists()
+
+
+def test_bad_input_in_a_real_process_is_one_line(files, tmp_path):
+    folder, _, model = files
+    out = subprocess.run(
+        [sys.executable, "-m", "napari_twinvae", "count", str(folder / "missing.tif")]
+        + ["--out", str(tmp_path / "c.csv"), "--model", str(model)],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2
+    assert len(out.stderr.strip().splitlines()) == 1 and "no such file" in out.stderr

@@ -1,0 +1,202 @@
+"""The "Count cells" dock: counting in a worker, owned layers, growth curve, CSV export."""
+
+import csv
+
+import numpy as np
+import pytest
+from qtpy.QtCore import QPoint, Qt
+
+from napari_twinvae._widgets import _count
+from napari_twinvae._widgets._count import (
+    COUNT_ROLE,
+    RECONSTRUCTION_ROLE,
+    SYNTHETIC_VIEW_ROLE,
+    CountDock,
+)
+from napari_twinvae._widgets._layers import OWNER_KEY, find_owned
+from napari_twinvae.core.io import load_checkpoint
+from napari_twinvae.core.predict import ModelView, count
+from napari_twinvae.core.synthetic import synthetic_timeseries
+from tests._checkpoints import small_checkpoint
+
+PLUGIN = "napari-twinvae"
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    return small_checkpoint(tmp_path_factory.mktemp("model") / "small.pt")
+
+
+@pytest.fixture
+def series():
+    return synthetic_timeseries("pc", 12, seed=0).images  # (12, 128, 128) float32
+
+
+def _count_now(dock, qtbot):
+    """Click Count and wait for the worker to finish."""
+    with qtbot.waitSignal(dock._count_button.native.clicked, timeout=1000):
+        dock._count_button.native.click()
+    qtbot.waitUntil(lambda: dock._worker is None, timeout=30000)
+
+
+def _dock(viewer, model_file):
+    dock = CountDock(viewer)
+    viewer.window.add_dock_widget(dock, name="Count cells")
+    dock.use_model(model_file)
+    return dock
+
+
+def test_counting_adds_the_owned_layers_and_the_growth_curve(
+    make_napari_viewer, qtbot, model_file, series
+):
+    viewer = make_napari_viewer()
+    image = viewer.add_image(series, name="cells")
+    dock = _dock(viewer, model_file)
+    assert dock._image.value is image and dock._chambers.value is None
+    _count_now(dock, qtbot)
+    expected = count(series, load_checkpoint(model_file), device="cpu")
+    np.testing.assert_allclose(dock.result.estimates, expected.estimates, atol=1e-5)
+
+    counts = find_owned(viewer, COUNT_ROLE, image)
+    assert counts is not None and counts.nshapes == 1
+    viewer.dims.set_current_step(0, 7)
+    assert counts.features["count"].tolist() == [expected.counts[7, 0]]
+    assert counts.text.values.tolist() == [str(expected.counts[7, 0])]
+    for role in (RECONSTRUCTION_ROLE, SYNTHETIC_VIEW_ROLE):
+        layer = find_owned(viewer, role, image)
+        assert isinstance(layer.data, ModelView) and layer.data.shape == series.shape
+        assert not layer.visible  # shown on request, they would cover the frames
+    assert dock._plot.counts.shape == (12, 1) and dock._plot.current == 7
+    assert "12 frames" in dock._status.value and dock._export_button.enabled
+
+
+def test_rerun_updates_the_layers_in_place_and_keeps_the_users_choices(
+    make_napari_viewer, qtbot, model_file, series
+):
+    viewer = make_napari_viewer()
+    image = viewer.add_image(series, name="cells")
+    dock = _dock(viewer, model_file)
+    _count_now(dock, qtbot)
+    layers = {role: find_owned(viewer, role, image) for role in (COUNT_ROLE, RECONSTRUCTION_ROLE)}
+    layers[RECONSTRUCTION_ROLE].visible = True
+    chambers = viewer.add_shapes(
+        [[[0, 0], [0, 64], [128, 64], [128, 0]], [[0, 64], [0, 128], [128, 128], [128, 64]]],
+        shape_type="rectangle",
+        name="chambers",
+    )
+    assert dock._chambers.value is None  # the new layer is a choice, not chosen for the user
+    dock._chambers.value = chambers
+    _count_now(dock, qtbot)
+    n_layers = len(viewer.layers)
+    assert find_owned(viewer, COUNT_ROLE, image) is layers[COUNT_ROLE]
+    assert find_owned(viewer, RECONSTRUCTION_ROLE, image) is layers[RECONSTRUCTION_ROLE]
+    assert layers[COUNT_ROLE].nshapes == 2 and layers[RECONSTRUCTION_ROLE].visible
+    assert dock.result.regions == [(0, 0, 128, 64), (0, 64, 128, 128)]
+    assert dock._plot.counts.shape == (12, 2)
+    _count_now(dock, qtbot)
+    assert len(viewer.layers) == n_layers
+    # The plugin's own layers are never offered as input.
+    assert [layer for _, layer in dock._chamber_choices() if layer is not None] == [chambers]
+    assert [layer for _, layer in dock._image_choices()] == [image]
+
+
+def test_export_csv_writes_the_last_count(make_napari_viewer, qtbot, model_file, series, tmp_path):
+    viewer = make_napari_viewer()
+    viewer.add_image(series, name="cells")
+    dock = _dock(viewer, model_file)
+    with pytest.raises(ValueError, match="count first"):
+        dock.export_csv(tmp_path / "none.csv")
+    _count_now(dock, qtbot)
+    path = dock.export_csv(tmp_path / "counts.csv")
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["frame", "chamber", "count", "estimate"] and len(rows) == 13
+    assert [int(r[2]) for r in rows[1:]] == dock.result.counts[:, 0].tolist()
+
+
+def test_the_plot_jumps_to_the_clicked_frame(make_napari_viewer, qtbot, model_file, series):
+    viewer = make_napari_viewer()
+    viewer.add_image(series, name="cells")
+    dock = _dock(viewer, model_file)
+    _count_now(dock, qtbot)
+    plot = dock._plot
+    plot.resize(400, 240)
+    x = plot._to_pixel(9, 0).x()
+    qtbot.mouseClick(plot, Qt.MouseButton.LeftButton, pos=QPoint(round(x), 100))
+    assert viewer.dims.current_step[0] == 9 and plot.current == 9
+
+
+def test_whole_frames_that_are_not_128_are_resized_with_a_warning(
+    make_napari_viewer, qtbot, model_file, monkeypatch
+):
+    warnings = []
+    monkeypatch.setattr(_count, "show_warning", warnings.append)
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(0).random((3, 200, 150)), name="big")
+    dock = _dock(viewer, model_file)
+    _count_now(dock, qtbot)
+    assert len(warnings) == 1 and "resized to 128x128" in warnings[0]
+    assert dock.result.regions == [(0, 0, 200, 150)]
+
+
+def test_bad_choices_are_reported_not_raised(make_napari_viewer, model_file, monkeypatch, tmp_path):
+    errors = []
+    monkeypatch.setattr(_count, "show_error", errors.append)
+    viewer = make_napari_viewer()
+    dock = _dock(viewer, model_file)
+    dock._on_count()
+    assert "choose an image layer" in errors[-1]
+    viewer.add_image(np.zeros((64, 64, 3), np.uint8), name="rgb", rgb=True)
+    dock._on_count()
+    assert "RGB" in errors[-1]
+    viewer.layers.clear()
+    viewer.add_image(np.zeros((4, 64, 64), np.uint8), name="frames")
+    far = viewer.add_shapes([[[100, 100], [100, 140], [140, 140], [140, 100]]], name="far")
+    dock._chambers.value = far
+    dock._on_count()
+    assert "outside" in errors[-1]
+    dock._chambers.value = None
+    dock.use_model(tmp_path / "missing.pt")
+    dock._on_count()
+    assert "model file" in errors[-1]
+    monkeypatch.setattr("napari_twinvae.core.io.default_model_path", lambda: tmp_path / "no.pt")
+    dock._model.value = "default model"
+    dock._on_count()
+    assert "no default model" in errors[-1]
+    assert dock._worker is None and dock._count_button.enabled
+
+
+def test_stop_cancels_and_resets_the_buttons(make_napari_viewer, qtbot, model_file):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(1).random((300, 128, 128), dtype=np.float32))
+    dock = _dock(viewer, model_file)
+    dock._batch.value = 1  # 300 batches: Stop lands long before the end
+    dock._count_button.native.click()
+    assert dock._stop_button.enabled and not dock._count_button.enabled
+    dock._stop_button.native.click()
+    qtbot.waitUntil(lambda: dock._worker is None, timeout=30000)
+    assert dock.result is None and "stopped" in dock._status.value
+    assert dock._count_button.enabled and not dock._stop_button.enabled
+    assert not [layer for layer in viewer.layers if OWNER_KEY in layer.metadata]
+
+
+def test_chambers_follow_the_layers_scale(make_napari_viewer, qtbot, model_file, series):
+    viewer = make_napari_viewer()
+    image = viewer.add_image(series, name="cells", scale=(1, 0.5, 0.5))  # microns per pixel
+    chambers = viewer.add_shapes([[[0, 0], [0, 32], [64, 32], [64, 0]]], name="chambers")
+    dock = _dock(viewer, model_file)
+    dock._chambers.value = chambers
+    _count_now(dock, qtbot)
+    assert dock.result.regions == [(0, 0, 128, 64)]  # world 64x32 = pixels 128x64
+    counts = find_owned(viewer, COUNT_ROLE, image)
+    assert tuple(counts.scale) == (0.5, 0.5)
+
+
+def test_the_dock_opens_from_the_manifest(make_napari_viewer, qtbot, model_file, series):
+    viewer = make_napari_viewer()
+    viewer.add_image(series, name="cells")
+    _, dock = viewer.window.add_plugin_dock_widget(PLUGIN, "Count cells")
+    assert isinstance(dock, CountDock)
+    dock.use_model(model_file)
+    _count_now(dock, qtbot)
+    assert dock.result.counts.shape == (12, 1)
