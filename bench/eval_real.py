@@ -1,0 +1,217 @@
+"""Real-data evaluation: Twin-VAE transfer against baselines on the same splits.
+
+    PYTHONPATH=src python bench/eval_real.py ../shared/data/real/usiigaci_phc
+
+Splits are by source image (``source_file``): per seed, 10 % of the source images (at least one)
+are labeled, and all their crops may be used; the evaluation crops are the ``nonoverlap == 1``
+crops of the other images, so no evaluation pixel was ever seen labeled. Methods, each on the same
+splits:
+
+(a) median   the median labeled count, for every crop
+(b) log      Laplacian-of-Gaussian blob counting (scikit-image), sigma range, polarity and
+             threshold fit on the labeled crops by grid search (lowest MAE)
+(c) natural  the same network trained from scratch on the labeled natural crops only (no
+             synthetic data, no pretraining: the paper's "natural only")
+(d) transfer Twin-VAE transfer from the default model (natural + synthetic, decoders off),
+             with a fixed time budget
+(e) default  the default model as it is, no transfer
+
+The last line is a JSON object: per method, the mean and standard deviation over seeds of
+accuracy, MAE and MRE (SPEC section 7).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from napari_twinvae.core.chambers import chamber_crops
+from napari_twinvae.core.intensity import Normalization
+from napari_twinvae.core.io import read_stack
+from napari_twinvae.core.metrics import count_metrics
+
+METHODS = ("median", "log", "natural", "transfer", "default")
+
+
+def load_set(folder: Path):
+    """Raw crops (n, 128, 128) as stored, the same normalised as the model sees them, counts,
+    source ids and the nonoverlap mask."""
+    with open(folder / "counts.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    rows.sort(key=lambda r: int(r["index"]))
+    raw = read_stack(folder / "images.tif", lazy=False)
+    crops = chamber_crops(raw, None, Normalization())
+    counts = np.array([int(r["count"]) for r in rows])
+    sources = np.unique([r["source_file"] for r in rows], return_inverse=True)[1]
+    independent = np.array([r.get("nonoverlap", "1") == "1" for r in rows])
+    if len(rows) != crops.shape[0]:
+        raise SystemExit(f"{folder}: {crops.shape[0]} crops but {len(rows)} rows in counts.csv")
+    return raw, crops[:, 0], counts, sources, independent
+
+
+def split(sources: np.ndarray, independent: np.ndarray, share: float, seed: int):
+    """(labeled crop indices, evaluation crop indices) for one seed, split by source image."""
+    ids = np.unique(sources)
+    n_labeled = max(1, int(round(share * ids.size)))
+    chosen = np.random.default_rng(seed).choice(ids, size=n_labeled, replace=False)
+    labeled = np.isin(sources, chosen)
+    return np.flatnonzero(labeled), np.flatnonzero(~labeled & independent)
+
+
+# -- (a) and (b) ---------------------------------------------------------------------------
+def median_baseline(train_counts: np.ndarray, n: int) -> np.ndarray:
+    return np.full(n, float(np.median(train_counts)))
+
+
+LOG_SIGMAS = ((1.5, 4.0), (2.0, 6.0), (3.0, 9.0))
+LOG_THRESHOLDS = (0.02, 0.04, 0.06, 0.08, 0.1, 0.14, 0.2, 0.3)
+
+
+def log_count(crop: np.ndarray, sigmas: tuple[float, float], dark: bool, threshold: float) -> int:
+    from skimage.feature import blob_log
+
+    image = 1.0 - crop if dark else crop
+    blobs = blob_log(
+        image, min_sigma=sigmas[0], max_sigma=sigmas[1], num_sigma=4, threshold=threshold
+    )
+    return len(blobs)
+
+
+def log_baseline(train: np.ndarray, train_counts: np.ndarray, test: np.ndarray) -> tuple:
+    """Fit sigma range, polarity and threshold on the labeled crops, then count the test crops."""
+    best = None
+    for sigmas in LOG_SIGMAS:
+        for dark in (False, True):
+            for threshold in LOG_THRESHOLDS:
+                found = np.array([log_count(c, sigmas, dark, threshold) for c in train])
+                error = float(np.mean(np.abs(found - train_counts)))
+                if best is None or error < best[0]:
+                    best = (error, sigmas, dark, threshold)
+    _, sigmas, dark, threshold = best
+    estimates = np.array([log_count(c, sigmas, dark, threshold) for c in test], dtype=float)
+    return estimates, {"sigmas": sigmas, "dark": dark, "threshold": threshold}
+
+
+# -- (c), (d), (e): the network ------------------------------------------------------------
+def network_estimates(checkpoint, raw: np.ndarray) -> np.ndarray:
+    """Count raw crops as a user would: normalised as the checkpoint says, counting path only."""
+    from napari_twinvae.core.predict import count
+
+    return count(raw, checkpoint, device="cpu").estimates[:, 0]
+
+
+def train_network(crops, crop_counts, init: str, minutes: float, seed: int, preset: str, **kw):
+    """A model trained on the labeled crops (normalised), as a checkpoint, and its run."""
+    from napari_twinvae.core.data import NaturalSet
+    from napari_twinvae.core.io import Checkpoint
+    from napari_twinvae.core.train import TrainConfig, train
+
+    natural = NaturalSet(
+        crops.astype(np.float32), crop_counts.astype(np.int64), np.ones(len(crops), dtype=bool)
+    )
+    config = TrainConfig(
+        init=init, minutes=minutes, epochs=None, seed=seed, preset=preset, device="cpu", **kw
+    )
+    result = train(natural, config, Normalization())
+    checkpoint = Checkpoint(
+        result.model, result.model.config, result.normalization, result.summary(), versions={}
+    )
+    return checkpoint, result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("set", type=Path, help="a folder of ../shared/data/real")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--labeled-share", type=float, default=0.1)
+    parser.add_argument("--model", default="default", help="the pretrained model for (d), (e)")
+    parser.add_argument("--preset", default=None, help="synthetic preset (default: from the set)")
+    parser.add_argument("--transfer-minutes", type=float, default=3.0, help="budget of (d)")
+    parser.add_argument("--natural-minutes", type=float, default=2.0, help="budget of (c)")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    args = parser.parse_args(argv)
+
+    from napari_twinvae.core.io import load_model
+
+    raw, crops, counts, sources, independent = load_set(args.set)
+    preset = args.preset or ("bf" if "bf" in args.set.name else "pc")
+    pretrained = load_model(args.model) if {"transfer", "default"} & set(args.methods) else None
+    results: dict[str, list[dict]] = {m: [] for m in args.methods}
+    n_eval = []
+    for seed in args.seeds:
+        labeled, evaluation = split(sources, independent, args.labeled_share, seed)
+        train, train_counts = crops[labeled], counts[labeled]
+        test, truth = crops[evaluation], counts[evaluation]
+        test_raw = raw[evaluation]
+        n_eval.append(int(evaluation.size))
+        print(
+            f"seed {seed}: {labeled.size} labeled crops from "
+            f"{np.unique(sources[labeled]).size} images, {evaluation.size} evaluation crops",
+            file=sys.stderr,
+        )
+        for method in args.methods:
+            start = time.perf_counter()
+            info: dict = {}
+            if method == "median":
+                estimates = median_baseline(train_counts, len(test))
+            elif method == "log":
+                estimates, info = log_baseline(train, train_counts, test)
+            elif method == "natural":
+                model, run = train_network(
+                    train, train_counts, "scratch", args.natural_minutes, seed, preset,
+                    synthetic_ratio=0.0, regressor_delay=0,
+                )  # fmt: skip
+                estimates = network_estimates(model, test_raw)
+                info = {"epochs": run.best.get("epoch"), "stopped": run.stopped}
+            elif method == "transfer":
+                model, run = train_network(
+                    train, train_counts, str(pretrained.path), args.transfer_minutes, seed,
+                    preset, decoder=False,
+                )  # fmt: skip
+                estimates = network_estimates(model, test_raw)
+                info = {"epochs": run.best.get("epoch"), "stopped": run.stopped}
+            else:
+                estimates = network_estimates(pretrained, test_raw)
+            metrics = count_metrics(estimates, truth)
+            metrics["seconds"] = time.perf_counter() - start
+            results[method].append(metrics)
+            print(
+                f"  {method:9s} accuracy {metrics['accuracy']:.3f}  MAE {metrics['mae']:.2f}  "
+                f"MRE {metrics['mre']:.1f} %  ({metrics['seconds']:.0f} s) {info or ''}",
+                file=sys.stderr,
+            )
+    summary = {}
+    for method, runs in results.items():
+        entry = {}
+        for key in ("accuracy", "mae", "mre"):
+            values = np.array([r[key] for r in runs], dtype=float)
+            entry[key] = round(float(np.mean(values)), 4)
+            entry[f"{key}_sd"] = round(float(np.std(values)), 4) if values.size > 1 else 0.0
+        summary[method] = entry
+    print(
+        json.dumps(
+            {
+                "set": args.set.name,
+                "seeds": args.seeds,
+                "n_eval": n_eval,
+                "labeled_share": args.labeled_share,
+                "budget_minutes": {
+                    "transfer": args.transfer_minutes,
+                    "natural": args.natural_minutes,
+                },
+                "methods": summary,
+            }
+        )
+    )
+    return 0 if all(math.isfinite(v["mae"]) for v in summary.values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

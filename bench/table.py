@@ -1,0 +1,154 @@
+"""Run every benchmark once and write their results into README.md's benchmarks table.
+
+    PYTHONPATH=src python bench/table.py [--data ../shared/data/real] [--dry-run]
+
+Each benchmark runs as its own process (as a user would run it) and its last output line, a JSON
+object, becomes rows of the table, each naming the command that produced it. The table sits
+between the ``<!-- bench-table -->`` and ``<!-- /bench-table -->`` markers of README.md and is
+rewritten atomically. These machines are shared and noisy: every speed is reported beside the
+machine's own compute limit measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+BEGIN, END = "<!-- bench-table -->", "<!-- /bench-table -->"
+
+
+def run(command: list[str]) -> dict:
+    """Run one benchmark (with this checkout's sources first) and parse its last line."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    start = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, *command], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    if out.returncode != 0 or not out.stdout.strip():
+        raise SystemExit(f"{' '.join(command)} failed:\n{out.stderr[-2000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"{' '.join(command)}: {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    return result
+
+
+def shown(command: list[str]) -> str:
+    return "`" + " ".join(["python", *command]) + "`"
+
+
+def rows_for(data: Path | None) -> list[tuple[str, str, str]]:
+    rows: list[tuple[str, str, str]] = []
+    cmd = ["bench/bench_count.py"]
+    r = run(cmd)
+    rows.append(
+        (
+            "Counting, 128x128 frames",
+            (
+                f"{r['images_per_s']:,.0f} images/s = {r['ratio']:.0%} of the compute limit "
+                f"({r['limit_images_per_s']:,.0f} images/s)"
+            ),
+            shown(cmd),
+        )
+    )
+    if "series_seconds" in r:
+        rows.append(
+            (
+                f"Counting a {r.get('series_frames', 10000):,}-frame TIFF series end to end",
+                f"{r['series_seconds']:.0f} s",
+                shown(cmd),
+            )
+        )
+    cmd = ["bench/bench_train.py"]
+    r = run(cmd)
+    rows.append(
+        (
+            "Training step, full (both losses, decoders)",
+            f"{r['images_per_s_full']:,.0f} images/s = {r['ratio_full']:.0%} of the limit",
+            shown(cmd),
+        )
+    )
+    rows.append(
+        (
+            "Training step, decoder-free transfer",
+            (
+                f"{r['images_per_s_no_decoder']:,.0f} images/s = {r['ratio_no_decoder']:.0%} of "
+                f"the limit ({r['images_per_s_no_decoder'] / r['images_per_s_full']:.1f}x the "
+                "full step)"
+            ),
+            shown(cmd),
+        )
+    )
+    cmd = ["bench/bench_synth.py"]
+    r = run(cmd)
+    per = ", ".join(f"{k} {v:,.0f}" for k, v in r["per_preset"].items())
+    rows.append(("Synthetic images (128x128)", f"{per} images/s", shown(cmd)))
+    if data is not None:
+        for name in ("usiigaci_phc", "yit_bf_yeast"):
+            folder = data / name
+            if not folder.is_dir():
+                continue
+            cmd = ["bench/eval_real.py", str(folder)]
+            r = run(cmd)
+            for method, m in r["methods"].items():
+                rows.append(
+                    (
+                        f"Real data `{name}`: {method}",
+                        (
+                            f"accuracy {m['accuracy']:.1%} ± {m['accuracy_sd']:.1%}, "
+                            f"MAE {m['mae']:.2f} ± {m['mae_sd']:.2f}, MRE {m['mre']:.1f} %"
+                        ),
+                        shown(cmd),
+                    )
+                )
+    return rows
+
+
+def render(rows: list[tuple[str, str, str]]) -> str:
+    lines = [
+        (
+            f"*{time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPU cores ({platform.machine()}); "
+            "regenerate with `PYTHONPATH=src python bench/table.py`.*"
+        ),
+        "",
+        "| what | result | command |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    default_data = ROOT.parent / "shared" / "data" / "real"
+    parser.add_argument(
+        "--data", type=Path, default=default_data if default_data.is_dir() else None
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print the table, leave README")
+    args = parser.parse_args(argv)
+    table = render(rows_for(args.data))
+    if args.dry_run:
+        print(table)
+        return 0
+    text = README.read_text(encoding="utf-8")
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"README.md has no {BEGIN} ... {END} markers")
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    sys.path.insert(0, str(ROOT / "src"))
+    from napari_twinvae.core.io import atomic_write
+
+    with atomic_write(README, "w") as f:
+        f.write(f"{head}{BEGIN}\n{table}\n{END}{tail}")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
