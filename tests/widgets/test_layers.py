@@ -18,3 +18,19 @@ def test_update_or_add_owns_and_updates_in_place(make_napari_viewer):
     assert len(viewer.layers) == 3 and float(users.data.min()) == 1.0
     assert find_owned(viewer, "reconstruction", source) is first
     assert find_owned(viewer, "counts") is None
+
+
+def test_a_runtime_error_in_a_job_is_reported_not_swallowed(qtbot):
+    """superqt takes RuntimeErrors for deleted workers; a job's own must still reach errored."""
+    from napari_twinvae._widgets._workers import JobFailed, start_worker
+
+    def job():
+        yield 1
+        raise RuntimeError("out of GPU memory")
+
+    errors, finished = [], []
+    worker = start_worker(job, errored=errors.append, finished=lambda: finished.append(True))
+    qtbot.waitUntil(lambda: bool(finished), timeout=5000)
+    assert worker is not None
+    assert len(errors) == 1 and isinstance(errors[0], JobFailed)
+    assert "out of GPU memory" in str(errors[0])

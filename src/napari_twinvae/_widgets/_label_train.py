@@ -66,11 +66,6 @@ MODALITIES = [("phase contrast", "pc"), ("bright field", "bf")]
 _CROP_CHUNK = 64  # frames cropped per step while preparing, so Stop is honoured there too
 
 
-class TrainingFailed(Exception):
-    """A training run that failed; superqt treats a RuntimeError from a worker as a deleted
-    worker and swallows it, so torch's RuntimeErrors are passed on as this."""
-
-
 class _Job:
     """One run: its settings, and what the worker leaves behind (the Training, whose result
     survives a Stop)."""
@@ -84,18 +79,15 @@ class _Job:
 
 def prepare_and_train(frames, regions, labels, config: TrainConfig, job: _Job) -> Generator:
     """Worker: crop and normalise every chamber as the start model does, then train."""
-    try:
-        normalization = normalization_for(config.init)
-        n_chambers = len(regions) if regions else 1
-        crops = np.empty((len(frames), n_chambers, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
-        for start in range(0, len(frames), _CROP_CHUNK):
-            stop = min(start + _CROP_CHUNK, len(frames))
-            crops[start:stop] = chamber_crops(frames[start:stop], regions, normalization)
-            yield f"preparing frames: {stop} of {len(frames)}"
-        job.training = Training(natural_set(crops, labels), config, normalization)
-        return (yield from job.training.run())
-    except RuntimeError as err:
-        raise TrainingFailed(f"training failed: {err}") from err
+    normalization = normalization_for(config.init)
+    n_chambers = len(regions) if regions else 1
+    crops = np.empty((len(frames), n_chambers, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+    for start in range(0, len(frames), _CROP_CHUNK):
+        stop = min(start + _CROP_CHUNK, len(frames))
+        crops[start:stop] = chamber_crops(frames[start:stop], regions, normalization)
+        yield f"preparing frames: {stop} of {len(frames)}"
+    job.training = Training(natural_set(crops, labels), config, normalization)
+    return (yield from job.training.run())
 
 
 class LabelTrainDock(Container):
@@ -292,8 +284,7 @@ class LabelTrainDock(Container):
 
     def _on_errored(self, exc: BaseException) -> None:
         self._job.failed = True
-        text = str(exc) if isinstance(exc, TrainingFailed) else f"training failed: {exc}"
-        self.status.value = text
+        self.status.value = f"training failed: {exc}"
 
     def _on_finished(self) -> None:
         job, self._worker = self._job, None

@@ -14,6 +14,19 @@ from napari.utils.notifications import show_error
 from superqt.utils import GeneratorWorker
 
 
+class JobFailed(Exception):
+    """A ``RuntimeError`` raised by the job itself (torch raises them, e.g. when the GPU runs out
+    of memory). superqt takes any ``RuntimeError`` for a deleted worker and swallows it without
+    ``errored`` or ``finished``, which would leave a dock stuck "running"; as this it is reported."""
+
+
+def _job(generator_function: Callable[..., Generator], *args: Any, **kwargs: Any) -> Generator:
+    try:
+        return (yield from generator_function(*args, **kwargs))
+    except RuntimeError as err:
+        raise JobFailed(_message(err)) from err
+
+
 class ClosingWorker(GeneratorWorker):
     """A generator worker that closes its generator when stopped.
 
@@ -42,7 +55,7 @@ def start_worker(
     Errors go to napari's notifications (plus ``errored`` when given); ``finished`` runs after
     success, error and stop alike, so widgets reset their buttons there.
     """
-    worker = ClosingWorker(generator_function, *args, **kwargs)
+    worker = ClosingWorker(_job, generator_function, *args, **kwargs)
     if yielded is not None:
         worker.yielded.connect(yielded)
     if returned is not None:

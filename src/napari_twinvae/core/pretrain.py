@@ -51,7 +51,11 @@ class PresetMix:
         return _mixed(int(n), self.configs, rng)
 
     def describe(self) -> dict:
-        return {"presets": list(PRESETS), "background": "plain, per preset", "counts": "pretraining"}
+        return {
+            "presets": list(PRESETS),
+            "background": "plain, per preset",
+            "counts": "pretraining",
+        }
 
 
 def _mixed(n: int, configs: list[SynthConfig], rng: np.random.Generator):
