@@ -56,6 +56,9 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--regressor-delay", type=int, default=1)
     parser.add_argument("--no-decoder", action="store_true", help="train without decoders")
+    parser.add_argument(
+        "--init", default="scratch", help="scratch, or a checkpoint to continue (a later stage)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--test-images", type=int, default=1000, help="per preset, for the report")
@@ -70,7 +73,7 @@ def main(argv=None) -> int:
     normalization = Normalization()
     natural = realistic_set(args.natural, seed=args.seed, normalization=normalization)
     config = TrainConfig(
-        init="scratch",
+        init=args.init,
         decoder=not args.no_decoder,
         epochs=args.epochs,
         minutes=args.minutes,
