@@ -96,7 +96,7 @@ class LabelTrainDock(Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=False)
         self._viewer = viewer
-        self._worker = None
+        self._worker = self._finished_worker = None
         self._job: _Job | None = None
         self._pbar = None
         self._trained: Training | None = None  # the last run with a result
@@ -287,7 +287,9 @@ class LabelTrainDock(Container):
         self.status.value = f"training failed: {exc}"
 
     def _on_finished(self) -> None:
-        job, self._worker = self._job, None
+        # Keep the worker referenced until the next run, as the Count cells dock does: a worker
+        # freed inside its own signal's delivery can crash Qt.
+        job, self._finished_worker, self._worker = self._job, self._worker, None
         if self._pbar is not None:
             self._pbar.close()
             self._pbar = None
