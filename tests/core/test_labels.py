@@ -47,6 +47,9 @@ def test_frame_count_csv_and_its_errors(tmp_path):
     good = tmp_path / "counts.csv"
     good.write_text("frame,count\n0,3\n4,0\n")
     assert read_labels(good) == {0: 3, 4: 0}
+    numbered = tmp_path / "numbered.csv"
+    numbered.write_text("index,count,source_file\n0,3,a.tif\n1,0,a.tif\n")
+    assert read_labels(numbered) == {0: 3, 1: 0}
     labels = labels_from_table(read_labels(good), 5)
     assert labels.labeled[:, 0].tolist() == [True, False, False, False, True]
     with pytest.raises(ValueError, match="frames 0..2"):

@@ -186,6 +186,10 @@ def _read_rows(source: Path) -> list[dict[str, str]]:
         raise ValueError(f"{source}: not a readable CSV ({err})") from None
     if not columns:
         raise ValueError(f"{source}: the file is empty")
+    if "count" in columns and "frame" not in columns and "index" in columns:
+        # Tables that number their frames `index` (e.g. the shared benchmark sets), not points.
+        rows = [{**row, "frame": row["index"]} for row in rows]
+        columns = [*columns, "frame"]
     known = {"frame", "count"} <= set(columns) or {"axis-0", "axis-1"} <= set(columns)
     if not known:
         raise ValueError(
