@@ -22,7 +22,7 @@ def test_natural_set_flattens_frames_and_chambers_and_keeps_the_mask():
     assert natural.frames.shape == (6, 128, 128)
     np.testing.assert_array_equal(natural.frames[3], crops[1, 1])
     np.testing.assert_array_equal(natural.labeled, labeled.ravel())
-    # a labeled zero stays a real 0; an unlabeled frame is 0 only as a placeholder
+    # a labeled zero stays a real 0; the 0 of an unlabeled frame means nothing (the mask says so)
     np.testing.assert_array_equal(natural.counts, [1, 0, 0, 2, 0, 0])
 
 
