@@ -85,3 +85,16 @@ def test_regions_from_napari_shapes_and_their_csv(tmp_path):
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="Shapes CSV"):
         read_regions_csv(tmp_path / "bad.csv")
+
+
+def test_chunked_crops_report_progress_and_equal_the_whole():
+    from napari_twinvae.core.chambers import iter_chamber_crops
+    from napari_twinvae.core.jobs import drain
+
+    frames = np.random.default_rng(1).random((5, 200, 160)).astype(np.float32)
+    regions = [(0, 0, 100, 80), (100, 80, 200, 160)]
+    job = iter_chamber_crops(frames, regions, chunk=2)
+    assert [next(job) for _ in range(3)] == [(2, 5), (4, 5), (5, 5)]
+    np.testing.assert_array_equal(
+        drain(iter_chamber_crops(frames, regions, chunk=2)), chamber_crops(frames, regions)
+    )

@@ -158,17 +158,16 @@ def run(args: argparse.Namespace) -> int:
 
 def load_natural(images: Path, labels: Path, rois: Path | None, normalization):
     """The natural set of the CLI: stack, chamber rectangles and labels, checked against each other."""
-    import numpy as np
-
     from napari_twinvae.core.chambers import (
         as_frames,
-        chamber_crops,
         check_regions,
+        iter_chamber_crops,
         read_regions_csv,
         resized_whole_frame,
     )
     from napari_twinvae.core.data import natural_set
     from napari_twinvae.core.io import read_stack
+    from napari_twinvae.core.jobs import drain
     from napari_twinvae.core.labels import (
         labels_from_points,
         labels_from_table,
@@ -200,12 +199,7 @@ def load_natural(images: Path, labels: Path, rois: Path | None, normalization):
         )
     else:
         label_set = labels_from_table(table, n_frames)
-    crops = np.concatenate(
-        [
-            chamber_crops(stack[start : start + _CHUNK], regions, normalization)
-            for start in range(0, n_frames, _CHUNK)
-        ]
-    )
+    crops = drain(iter_chamber_crops(stack, regions, normalization, _CHUNK))
     return natural_set(crops, label_set)
 
 

@@ -15,7 +15,6 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -42,7 +41,7 @@ from napari_twinvae._widgets._forms import (
 from napari_twinvae._widgets._labeling import LabelingPanel
 from napari_twinvae._widgets._train_plot import TrainingPlot, describe, outcome
 from napari_twinvae._widgets._workers import start_worker
-from napari_twinvae.core.chambers import chamber_crops, resized_whole_frame
+from napari_twinvae.core.chambers import iter_chamber_crops, resized_whole_frame
 from napari_twinvae.core.config import IMAGE_SIZE
 from napari_twinvae.core.data import natural_set
 from napari_twinvae.core.device import available_devices
@@ -80,12 +79,7 @@ class _Job:
 def prepare_and_train(frames, regions, labels, config: TrainConfig, job: _Job) -> Generator:
     """Worker: crop and normalise every chamber as the start model does, then train."""
     normalization = normalization_for(config.init)
-    n_chambers = len(regions) if regions else 1
-    crops = np.empty((len(frames), n_chambers, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
-    for start in range(0, len(frames), _CROP_CHUNK):
-        stop = min(start + _CROP_CHUNK, len(frames))
-        crops[start:stop] = chamber_crops(frames[start:stop], regions, normalization)
-        yield f"preparing frames: {stop} of {len(frames)}"
+    crops = yield from iter_chamber_crops(frames, regions, normalization, _CROP_CHUNK)
     job.training = Training(natural_set(crops, labels), config, normalization)
     return (yield from job.training.run())
 
@@ -263,8 +257,8 @@ class LabelTrainDock(Container):
 
     # -- worker slots ----------------------------------------------------------------------
     def _on_progress(self, report) -> None:
-        if isinstance(report, str):
-            self.status.value = report
+        if isinstance(report, tuple):  # (frames cropped, frames) while preparing
+            self.status.value = f"preparing frames: {report[0]} of {report[1]}"
             return
         if report.epoch_end:
             validation = report.validation or {}

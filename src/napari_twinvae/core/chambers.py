@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -194,3 +194,24 @@ def chamber_crops(
             part = _area_resize(part)
         crops[:, r] = part
     return normalize_frames(crops, normalization)
+
+
+def iter_chamber_crops(
+    frames,
+    regions: Sequence[Region] | None = None,
+    normalization: Normalization | None = None,
+    chunk: int = 64,
+) -> Generator[tuple[int, int], None, np.ndarray]:
+    """:func:`chamber_crops` of a long stack, ``chunk`` frames at a time, into one array.
+
+    Yields (frames done, frames) after every chunk, so that a worker can report and stop between
+    chunks and a memory map is read one chunk at a time; returns the crops (T, R, 128, 128).
+    """
+    stack = as_frames(frames)
+    boxes = check_regions(regions, stack.shape[1:])
+    crops = np.empty((stack.shape[0], len(boxes), IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+    for start in range(0, stack.shape[0], chunk):
+        stop = min(start + chunk, stack.shape[0])
+        crops[start:stop] = chamber_crops(stack[start:stop], boxes, normalization)
+        yield stop, stack.shape[0]
+    return crops

@@ -36,6 +36,7 @@ from napari_twinvae.core.chambers import (
 from napari_twinvae.core.config import IMAGE_SIZE
 from napari_twinvae.core.device import select_device
 from napari_twinvae.core.io import Checkpoint, atomic_write, load_model, read_stack
+from napari_twinvae.core.jobs import drain
 from napari_twinvae.core.metrics import round_counts
 from napari_twinvae.core.model import DOMAINS, TwinVAE
 
@@ -264,20 +265,17 @@ def count(
     domain: str = "natural",
 ) -> CountResult:
     """:func:`iter_count` run to the end."""
-    gen = iter_count(
-        frames,
-        checkpoint,
-        regions,
-        batch_size,
-        device,
-        frame_indices=frame_indices,
-        domain=domain,
+    return drain(
+        iter_count(
+            frames,
+            checkpoint,
+            regions,
+            batch_size,
+            device,
+            frame_indices=frame_indices,
+            domain=domain,
+        )
     )
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
 
 
 def write_counts_csv(

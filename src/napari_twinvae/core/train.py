@@ -45,6 +45,7 @@ from torch import nn
 from napari_twinvae.core.config import IMAGE_SIZE, JsonConfig, LossWeights, ModelConfig
 from napari_twinvae.core.data import Augmentation, NaturalSet, SyntheticSource, augment
 from napari_twinvae.core.intensity import Normalization
+from napari_twinvae.core.jobs import drain
 from napari_twinvae.core.losses import twin_loss
 from napari_twinvae.core.metrics import count_metrics
 from napari_twinvae.core.model import DOMAINS, TwinVAE
@@ -326,12 +327,7 @@ def train(
     natural: NaturalSet, config: TrainConfig | None = None, normalization=None
 ) -> TrainResult:
     """Train to the end and return the :class:`TrainResult` (for scripts and tests)."""
-    gen = iter_train(natural, config, normalization)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as done:
-            return done.value
+    return drain(iter_train(natural, config, normalization))
 
 
 def _checked(natural: NaturalSet) -> NaturalSet:
