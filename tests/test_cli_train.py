@@ -58,7 +58,8 @@ def _train(files, tmp_path, *extra):
 
 
 def test_train_writes_a_model_and_ends_with_json(files, tmp_path, capsys):
-    assert main(_train(files, tmp_path, "--freeze", "core", "--seed", "2")) == 0
+    args = _train(files, tmp_path, "--freeze", "core", "--seed", "2", "--schedule", "cosine")
+    assert main(args) == 0
     captured = capsys.readouterr()
     report = json.loads(captured.out.strip().splitlines()[-1])
     assert report["out"] == str(tmp_path / "model.pt") and report["stopped"] == "finished"
@@ -69,6 +70,7 @@ def test_train_writes_a_model_and_ends_with_json(files, tmp_path, capsys):
     loaded = load_checkpoint(tmp_path / "model.pt")
     assert loaded.config == TINY
     assert loaded.summary["config"]["freeze"] == "core" and loaded.summary["config"]["seed"] == 2
+    assert loaded.summary["config"]["schedule"] == "cosine"
 
 
 def test_points_csv_and_chamber_rectangles(files, tmp_path, capsys):
@@ -123,6 +125,7 @@ def test_missing_default_model_and_bad_options_exit_2(files, tmp_path, monkeypat
     assert main(_train(files, tmp_path, "--epochs", "0")) == 2
     assert main(_train(files, tmp_path, "--freeze", "middle")) == 2
     assert main(_train(files, tmp_path, "--preset", "dic")) == 2
+    assert main(_train(files, tmp_path, "--schedule", "linear")) == 2
     assert not (tmp_path / "model.pt").exists()
 
 

@@ -18,6 +18,7 @@ from napari_twinvae.core.train import (
     frozen_parameters,
     iter_train,
     parameter_part,
+    learning_rate_at,
     thaw_stage,
     train,
     validation_split,
@@ -92,6 +93,9 @@ def test_config_round_trips_through_json():
         ({"batch_size": 0}, "batch_size"),
         ({"learning_rate": 0.0}, "learning_rate"),
         ({"preset": "dic"}, "preset"),
+        ({"schedule": "linear"}, "schedule"),
+        ({"dropout": 1.0}, "dropout"),
+        ({"init": "/models/a.pt", "freeze": "counting", "decoder": False}, "decoders"),
     ],
 )
 def test_config_refuses_bad_settings(changes, message):
@@ -159,6 +163,52 @@ def test_freezing_leaves_exactly_the_frozen_parameters_unchanged(freeze, start_m
         if name.endswith("running_mean"):
             kept = torch.equal(buffer, after[name])
             assert kept == (freeze != "none" and parameter_part(name) == freeze), name
+
+
+def test_counting_freeze_trains_only_the_decoders_and_keeps_every_count(start_model):
+    before = load_checkpoint(start_model).model.eval()
+    images = torch.from_numpy(_natural().frames[:, None])
+    with torch.no_grad():
+        counts_before = before.count(images)
+    config = _config(init=str(start_model), freeze="counting", epochs=2)
+    result = train(_natural(), config)
+    after = result.model.state_dict()
+    for name, param in before.named_parameters():
+        decoding = name.split(".")[0] in ("decoders", "shared_decoder", "expand")
+        assert torch.equal(param, after[name]) != decoding, name
+    assert result.best["epoch"] == 2  # every epoch ties on counts: the last decoders are kept
+    with torch.no_grad():
+        assert torch.equal(result.model.count(images), counts_before)
+
+
+def test_cosine_schedule_warms_up_then_falls_to_its_floor():
+    constant = _config()
+    assert learning_rate_at(constant, 0.0) == learning_rate_at(constant, 0.9) == 3e-3
+    cosine = _config(schedule="cosine")
+    rates = [learning_rate_at(cosine, f) for f in np.linspace(0, 1, 101)]
+    assert rates[0] == pytest.approx(3e-4)  # a tenth at the start
+    peak = int(np.argmax(rates))
+    assert peak == 3 and rates[peak] == pytest.approx(3e-3, rel=1e-2)
+    assert all(a >= b for a, b in zip(rates[peak:], rates[peak + 1 :], strict=False))
+    assert rates[-1] == pytest.approx(3e-3 * train_module.COSINE_FLOOR)
+
+
+def test_a_dropout_override_holds_for_the_run_only(start_model, monkeypatch):
+    from napari_twinvae.core.model import Dropout
+
+    rates_in_training = set()
+    real = Dropout.forward
+
+    def spy(self, x):
+        if self.training:
+            rates_in_training.add(self.p)
+        return real(self, x)
+
+    monkeypatch.setattr(Dropout, "forward", spy)
+    result = train(_natural(), _config(init=str(start_model), dropout=0.0, epochs=1))
+    assert rates_in_training == {0.0}
+    rates = {m.p for m in result.model.modules() if isinstance(m, torch.nn.Dropout)}
+    assert rates == {TINY.dropout}  # the saved model keeps the rate it is built with
 
 
 def test_thaw_unfreezes_in_five_stages_from_the_inside_out(start_model):

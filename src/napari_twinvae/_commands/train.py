@@ -50,8 +50,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--freeze",
         default="none",
-        metavar="none|core|outer|thaw",
-        help="layers kept fixed during a transfer (default: none)",
+        metavar="none|core|outer|thaw|counting",
+        help="layers kept fixed during a transfer; counting trains only the decoders, to bring "
+        "back reconstructions after a --no-decoder run (default: none)",
     )
     parser.add_argument(
         "--no-decoder",
@@ -78,6 +79,12 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--optimizer", default="adam", metavar="adam|radam", help="(default: adam)")
     parser.add_argument("--learning-rate", type=float, default=1.3e-4, metavar="LR")
+    parser.add_argument(
+        "--schedule",
+        default="constant",
+        metavar="constant|cosine",
+        help="cosine: warm up, then let the rate fall to 2%% of LR over the run (default: constant)",
+    )
     parser.add_argument("--batch-size", type=int, default=64, metavar="B", help="(default: 64)")
     parser.add_argument(
         "--seed", type=int, default=0, metavar="S", help="same seed, same model on the CPU"
@@ -111,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         synthetic_ratio=args.synthetic_ratio,
         optimizer=args.optimizer,
         learning_rate=args.learning_rate,
+        schedule=args.schedule,
         batch_size=args.batch_size,
         seed=args.seed,
         device=args.device,

@@ -15,7 +15,10 @@ Parameter groups for freezing (SPEC section 5), by the model's top-level modules
 
 * **core** (shared by both twins): ``shared_encoder``, ``mu``, ``logvar``, ``expand``,
   ``shared_decoder``, ``regressor``;
-* **outer** (one per twin): ``encoders.*``, ``decoders.*``.
+* **outer** (one per twin): ``encoders.*``, ``decoders.*``;
+* **counting** freezes the counting path (outer and shared encoder, ``mu``, ``logvar``,
+  ``regressor``) so only the decoders train: it brings back reconstructions after a
+  decoder-free run without touching the counts.
 
 A frozen parameter takes no optimizer step (no update, no weight decay) while gradients still
 flow through it to the layers before it; frozen batch-norm layers also keep their running
@@ -53,8 +56,15 @@ from napari_twinvae.core.synthetic import PRESETS
 
 log = logging.getLogger(__name__)
 
-FREEZE_STRATEGIES = ("none", "core", "outer", "thaw")
+FREEZE_STRATEGIES = ("none", "core", "outer", "thaw", "counting")
+COUNTING_PARTS = ("encoders", "shared_encoder", "mu", "logvar", "regressor")
+"""Top-level modules on the counting path: frozen by ``freeze="counting"``."""
 OPTIMIZERS = ("adam", "radam")
+SCHEDULES = ("constant", "cosine")
+COSINE_FLOOR = 0.02
+"""The cosine schedule ends at this share of the learning rate, not at zero."""
+WARMUP = 0.03
+"""The cosine schedule first rises linearly over this share of the run (Adam starts afresh)."""
 SCRATCH = "scratch"
 
 CORE_PARTS = ("shared_encoder", "mu", "logvar", "expand", "shared_decoder", "regressor")
@@ -85,7 +95,9 @@ class TrainConfig(JsonConfig):
     synthetic_ratio: float = 2.0  # synthetic : natural images per epoch
     optimizer: str = "adam"  # "adam" | "radam"
     learning_rate: float = 1.3e-4
+    schedule: str = "constant"  # "cosine": the rate falls along a half cosine over the run
     weight_decay: float = 1e-5
+    dropout: float | None = None  # this run's dropout rate (None: the model's own, 0.1)
     batch_size: int = 64
     validation_share: float = 0.2
     regressor_delay: int = 100  # epochs without the regression term, from scratch only
@@ -108,6 +120,14 @@ class TrainConfig(JsonConfig):
                 f"freeze={self.freeze!r} needs a trained start model; a model trained from "
                 "scratch has nothing worth keeping fixed"
             )
+        if self.freeze == "counting" and not self.decoder:
+            raise ValueError(
+                "freeze='counting' trains only the decoders; it needs the decoders switched on"
+            )
+        if self.schedule not in SCHEDULES:
+            raise ValueError(
+                f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}"
+            )
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(
                 f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"
@@ -124,6 +144,8 @@ class TrainConfig(JsonConfig):
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
         if not self.weight_decay >= 0:
             raise ValueError(f"weight_decay must not be negative, got {self.weight_decay}")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         if not 0 <= self.synthetic_ratio <= 100:
@@ -221,8 +243,26 @@ def frozen_parameters(model: nn.Module, freeze: str, fraction: float = 0.0) -> s
         return set()
     if freeze in ("core", "outer"):
         return {n for n in names if parameter_part(n) == freeze}
+    if freeze == "counting":
+        return {n for n in names if n.split(".", 1)[0] in COUNTING_PARTS}
     stage = min(THAW_STAGES - 1, int(math.floor(max(fraction, 0.0) * THAW_STAGES)))
     return {n for n in names if thaw_stage(n) > stage}
+
+
+def learning_rate_at(cfg: TrainConfig, fraction: float) -> float:
+    """The learning rate at ``fraction`` (0-1) of the run.
+
+    A constant rate leaves the counts jumping by a cell or two between epochs; letting it fall
+    along a half cosine to :data:`COSINE_FLOOR` of its start settles them. The cosine schedule
+    warms up first: a fresh Adam's first steps at the full rate can undo a trained model.
+    """
+    if cfg.schedule == "constant":
+        return cfg.learning_rate
+    fraction = min(1.0, max(0.0, fraction))
+    if fraction < WARMUP:
+        return cfg.learning_rate * (0.1 + 0.9 * fraction / WARMUP)
+    share = COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * fraction))
+    return cfg.learning_rate * share
 
 
 def _apply_freeze(model: nn.Module, frozen: set[str]) -> list[nn.Module]:
@@ -373,6 +413,10 @@ class _Run:
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(cfg.seed)
         self.model, self.info, start_norm = _start_model(cfg)
+        if cfg.dropout is not None:
+            # Dropout shifts what the later LeakyReLUs see, so a model counts a cell or so
+            # differently in eval mode than it learned to; a last phase without it removes that.
+            _set_dropout(self.model, cfg.dropout)
         self.normalization = owner.normalization or start_norm
         self.model.to(self.device)
         if self.device.type == "cpu" and CHANNELS_LAST_ON_CPU:
@@ -439,7 +483,9 @@ class _Run:
             sums = _empty_sums()
             regress = self._regress(epoch)
             for step, (domain, index) in enumerate(batches, start=1):
-                self._update_freeze(self._fraction(epoch - 1 + (step - 1) / steps))
+                fraction = self._fraction(epoch - 1 + (step - 1) / steps)
+                self._update_freeze(fraction)
+                self._update_learning_rate(fraction)
                 x, counts, labeled = self._batch(domain, index)
                 problem = self._step(domain, x, counts, labeled, regress, epoch - 1, sums)
                 if problem:
@@ -555,6 +601,11 @@ class _Run:
         for module in self.frozen_norms:
             module.eval()
 
+    def _update_learning_rate(self, fraction: float) -> None:
+        rate = learning_rate_at(self.cfg, fraction)
+        for group in self.optimizer.param_groups:
+            group["lr"] = rate
+
     def _fraction(self, epochs_done: float) -> float:
         """How far the run is (0-1), by epochs or by time, whichever is further."""
         parts = []
@@ -625,8 +676,10 @@ class _Run:
         return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items()}
 
     def _keep_if_better(self, epoch: int, metrics: dict) -> None:
+        # a tie goes to the later epoch, which has trained more (with freeze="counting" every
+        # epoch ties: the counts cannot change, the reconstructions improve)
         entry = {"epoch": epoch, **metrics, "on": "validation"}
-        if self.best is None or (metrics["accuracy"], -metrics["mae"]) > (
+        if self.best is None or (metrics["accuracy"], -metrics["mae"]) >= (
             self.best["accuracy"],
             -self.best["mae"],
         ):
@@ -685,6 +738,7 @@ class _Run:
         if self.best and self.best["epoch"] == 0 and self.epoch > 0:
             self._say("no epoch did better on validation than the start model, which is kept")
         model = self.model.to("cpu", memory_format=torch.contiguous_format).eval()
+        _set_dropout(model, model.config.dropout)  # the rate the model is built with
         for param in model.parameters():
             param.requires_grad_(True)
         lowest_state = None
@@ -755,6 +809,12 @@ def _mixed_precision(device: torch.device, wanted: bool):
         return (lambda: torch.autocast("cuda", dtype=torch.bfloat16)), None
     scaler = torch.amp.GradScaler("cuda")
     return (lambda: torch.autocast("cuda", dtype=torch.float16)), scaler
+
+
+def _set_dropout(model: nn.Module, rate: float) -> None:
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = rate
 
 
 def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
