@@ -45,6 +45,27 @@ def evaluate(checkpoint, n: int, seed: int) -> dict:
     return report
 
 
+def run_stage(natural, config, normalization, seed: int):
+    from napari_twinvae.core.pretrain import PresetMix
+    from napari_twinvae.core.train import Training
+
+    training = Training(natural, config, normalization, synthetic=PresetMix(seed))
+    for progress in training.run():
+        if progress.validation is not None:
+            v = progress.validation
+            losses = " ".join(
+                f"{twin} rec {terms['reconstruction']:.4f} reg {terms['regression']:.3f}"
+                for twin, terms in progress.losses.items()
+            )
+            print(
+                f"epoch {progress.epoch}: validation accuracy {v['accuracy']:.3f} "
+                f"MAE {v['mae']:.3f} ({progress.elapsed_s / 60:.1f} min) {losses}",
+                file=sys.stderr,
+                flush=True,
+            )
+    return training.result
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -53,6 +74,15 @@ def main(argv=None) -> int:
     parser.add_argument("--natural", type=int, default=12000, help="hardened images (natural twin)")
     parser.add_argument("--synthetic-ratio", type=float, default=1.0)
     parser.add_argument("--learning-rate", type=float, default=5e-4)
+    parser.add_argument("--schedule", default="constant", help="constant | cosine")
+    parser.add_argument("--dropout", type=float, default=None, help="this stage's dropout rate")
+    parser.add_argument(
+        "--decoder-minutes",
+        type=float,
+        default=0.0,
+        help="then train only the decoders this long (counting path frozen), for the "
+        "reconstruction views after a decoder-free stage",
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--regressor-delay", type=int, default=1)
     parser.add_argument("--no-decoder", action="store_true", help="train without decoders")
@@ -67,8 +97,8 @@ def main(argv=None) -> int:
 
     from napari_twinvae.core.intensity import Normalization
     from napari_twinvae.core.io import load_checkpoint, save_checkpoint
-    from napari_twinvae.core.pretrain import PresetMix, realistic_set
-    from napari_twinvae.core.train import TrainConfig, Training
+    from napari_twinvae.core.pretrain import realistic_set
+    from napari_twinvae.core.train import TrainConfig
 
     normalization = Normalization()
     natural = realistic_set(args.natural, seed=args.seed, normalization=normalization)
@@ -79,29 +109,30 @@ def main(argv=None) -> int:
         minutes=args.minutes,
         synthetic_ratio=args.synthetic_ratio,
         learning_rate=args.learning_rate,
+        schedule=args.schedule,
+        dropout=args.dropout,
         batch_size=args.batch_size,
         regressor_delay=args.regressor_delay,
         validation_share=0.1,
         seed=args.seed,
         device=args.device,
     )
-    training = Training(natural, config, normalization, synthetic=PresetMix(args.seed))
-    for progress in training.run():
-        if progress.validation is not None:
-            v = progress.validation
-            print(
-                f"epoch {progress.epoch}: validation accuracy {v['accuracy']:.3f} "
-                f"MAE {v['mae']:.3f} ({progress.elapsed_s / 60:.1f} min)",
-                file=sys.stderr,
-                flush=True,
-            )
-    result = training.result
+    result = run_stage(natural, config, normalization, args.seed)
     summary = result.summary()
     summary["recipe"] = {
         "command": "python scripts/train_default.py " + " ".join(argv or sys.argv[1:]),
         "natural": f"{args.natural} hardened synthetic images of both presets (core.pretrain)",
         "synthetic": "fresh clean images of both presets every epoch",
     }
+    save_checkpoint(args.out, result.model, normalization=normalization, summary=summary, half=True)
+    if args.decoder_minutes > 0:
+        # The counts are settled; the decoders learn to draw what the encoders see.
+        decoders = dataclasses.replace(
+            config, init=str(args.out), freeze="counting", decoder=True, epochs=None,
+            minutes=args.decoder_minutes, regressor_delay=0, dropout=0.0,
+        )  # fmt: skip
+        result = run_stage(natural, decoders, normalization, args.seed)
+        summary["decoder_stage"] = result.summary()
     save_checkpoint(args.out, result.model, normalization=normalization, summary=summary, half=True)
     # Report on what ships: the half-precision file, loaded as float32.
     checkpoint = load_checkpoint(args.out)

@@ -8,7 +8,7 @@ from napari_twinvae.core import train as train_module
 from napari_twinvae.core.config import LossWeights, ModelConfig
 from napari_twinvae.core.data import NaturalSet
 from napari_twinvae.core.io import CheckpointError, load_checkpoint, save_checkpoint
-from napari_twinvae.core.model import TwinVAE
+from napari_twinvae.core.model import Dropout, TwinVAE
 from napari_twinvae.core.synthetic import SynthConfig, generate
 from napari_twinvae.core.train import (
     CORE_PARTS,
@@ -17,8 +17,8 @@ from napari_twinvae.core.train import (
     Training,
     frozen_parameters,
     iter_train,
-    parameter_part,
     learning_rate_at,
+    parameter_part,
     thaw_stage,
     train,
     validation_split,
@@ -194,8 +194,6 @@ def test_cosine_schedule_warms_up_then_falls_to_its_floor():
 
 
 def test_a_dropout_override_holds_for_the_run_only(start_model, monkeypatch):
-    from napari_twinvae.core.model import Dropout
-
     rates_in_training = set()
     real = Dropout.forward
 
