@@ -56,10 +56,24 @@ def test_points_csv_opens_as_a_napari_points_layer(tmp_path):
     np.testing.assert_array_equal(np.bincount(data[:, 0].astype(int), minlength=3), counts)
 
 
+def test_series_writes_the_sample_time_series(tmp_path):
+    from napari_twinvae.core.synthetic import synthetic_timeseries
+
+    assert main(["synth", "--series", "--preset", "bf", "--seed", "3", "--out", str(tmp_path)]) == 0
+    sample = synthetic_timeseries("bf", 60, seed=3)
+    assert np.array_equal(tifffile.imread(tmp_path / "images.tif"), sample.images)
+    with open(tmp_path / "counts.csv") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["frame", "count"] and [int(c) for _, c in rows[1:]] == sample.counts.tolist()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--n", "-3"], "must not be negative"),
+        ([], "--n is needed"),
+        (["--series", "--n", "0"], "at least 1"),
+        (["--series", "--background", "{tmp}/stack.tif"], "leave out --background"),
         (["--n", "2", "--preset", "dic"], "unknown preset"),
         (["--n", "2", "--background", "{tmp}/missing.tif"], "no such file"),
         (["--n", "2", "--background", "{tmp}/junk.tif"], "not a readable"),

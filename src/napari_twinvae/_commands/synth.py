@@ -16,6 +16,8 @@ from napari_twinvae.cli import UsageError
 
 log = logging.getLogger(__name__)
 
+SERIES_FRAMES = 60
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -27,7 +29,14 @@ def add_parser(subparsers) -> None:
         ),
     )
     parser.add_argument("--preset", default="pc", help="bf (bright field) or pc (phase contrast)")
-    parser.add_argument("--n", type=int, required=True, help="number of images")
+    parser.add_argument(
+        "--n", type=int, help="number of images (with --series: frames, default 60)"
+    )
+    parser.add_argument(
+        "--series",
+        action="store_true",
+        help="the sample time series (File > Open Sample): one chamber growing from one cell",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same files)")
     parser.add_argument(
         "--background",
@@ -40,12 +49,23 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from napari_twinvae.core.io import atomic_write, read_stack, write_tiff
-    from napari_twinvae.core.synthetic import PRESETS, SynthConfig, generate
+    from napari_twinvae.core.synthetic import (
+        PRESETS,
+        SynthConfig,
+        generate,
+        synthetic_timeseries,
+    )
 
     if args.preset not in PRESETS:
         raise UsageError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
-    if args.n < 0:
-        raise UsageError(f"--n must not be negative, got {args.n}")
+    n = args.n if args.n is not None else (SERIES_FRAMES if args.series else None)
+    if n is None:
+        raise UsageError("--n is needed: how many images to write")
+    if n < 0 or (args.series and n == 0):
+        need = "be at least 1 for a series" if args.series else "not be negative"
+        raise UsageError(f"--n must {need}, got {n}")
+    if args.series and args.background is not None:
+        raise UsageError("--series draws its own chamber; leave out --background")
     background = None
     if args.background is not None:
         background = read_stack(args.background, lazy=False)
@@ -54,7 +74,10 @@ def run(args: argparse.Namespace) -> int:
                 f"{args.background}: the background must be one 2D image, got shape "
                 f"{background.shape}"
             )
-    batch = generate(args.n, SynthConfig.preset(args.preset), rng=args.seed, background=background)
+    if args.series:
+        batch = synthetic_timeseries(args.preset, n, seed=args.seed)
+    else:
+        batch = generate(n, SynthConfig.preset(args.preset), rng=args.seed, background=background)
     out: Path = args.out
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out}: exists and is not a folder")
@@ -68,5 +91,5 @@ def run(args: argparse.Namespace) -> int:
         writer.writerow(["index", "axis-0", "axis-1", "axis-2"])
         for i, (frame, y, x) in enumerate(batch.centres.tolist()):
             writer.writerow([i, int(frame), f"{y:.3f}", f"{x:.3f}"])
-    log.info("wrote %d images with %d cells to %s", args.n, len(batch.centres), out)
+    log.info("wrote %d images with %d cells to %s", n, len(batch.centres), out)
     return 0
