@@ -54,6 +54,15 @@ def test_count_writes_frame_chamber_count_estimate(files, tmp_path, capsys):
     assert capsys.readouterr().err == ""  # no progress bar when stderr is not a terminal
 
 
+def test_count_without_model_uses_the_default_model(files, tmp_path, monkeypatch):
+    folder, _, model = files
+    monkeypatch.setattr("napari_twinvae.core.io.default_model_path", lambda: model)
+    image = str(folder / "a.tif")
+    assert main(["count", image, "--out", str(tmp_path / "default.csv")]) == 0
+    assert main(["count", image, "--out", str(tmp_path / "file.csv"), "--model", str(model)]) == 0
+    assert _rows(tmp_path / "default.csv") == _rows(tmp_path / "file.csv")
+
+
 def test_several_files_get_a_file_column(files, tmp_path):
     folder, _, model = files
     out = tmp_path / "counts.csv"

@@ -109,12 +109,19 @@ def test_atomic_write_keeps_the_old_file_on_error(tmp_path):
     assert list(tmp_path.iterdir()) == [target]
 
 
-def test_default_model_is_resolved_or_missing_said_in_one_line(tmp_path):
-    from napari_twinvae.core.io import CheckpointError, default_model_path, resolve_model
+def test_the_shipped_default_model_loads_in_float32_and_counts(tmp_path, monkeypatch):
+    from napari_twinvae.core.io import CheckpointError, default_model_path, load_model, resolve_model
+    from napari_twinvae.core.predict import count
+    from napari_twinvae.core.synthetic import synthetic_timeseries
 
     assert resolve_model(tmp_path / "m.pt") == tmp_path / "m.pt"
-    if default_model_path().is_file():
-        assert resolve_model("default") == default_model_path()
-    else:
-        with pytest.raises(CheckpointError, match="no default model"):
-            resolve_model("default")
+    assert resolve_model("default") == default_model_path() and default_model_path().is_file()
+    shipped = load_model("default")
+    assert all(p.dtype == torch.float32 for p in shipped.model.parameters())
+    assert shipped.summary["config"]["seed"] is not None  # every model says how it was made
+    sample = synthetic_timeseries("pc", 4, seed=0)
+    result = count(sample.images, shipped)
+    assert result.counts.shape == (4, 1) and (0 <= result.counts).all()
+    monkeypatch.setattr("napari_twinvae.core.io.default_model_path", lambda: tmp_path / "no.pt")
+    with pytest.raises(CheckpointError, match="no default model"):
+        resolve_model("default")
