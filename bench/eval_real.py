@@ -133,8 +133,8 @@ def main(argv=None) -> int:
     parser.add_argument("--labeled-share", type=float, default=0.1)
     parser.add_argument("--model", default="default", help="the pretrained model for (d), (e)")
     parser.add_argument("--preset", default=None, help="synthetic preset (default: from the set)")
-    parser.add_argument("--transfer-minutes", type=float, default=3.0, help="budget of (d)")
-    parser.add_argument("--natural-minutes", type=float, default=2.0, help="budget of (c)")
+    parser.add_argument("--transfer-minutes", type=float, default=1.5, help="budget of (d)")
+    parser.add_argument("--natural-minutes", type=float, default=1.5, help="budget of (c)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     args = parser.parse_args(argv)
 
