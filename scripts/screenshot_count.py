@@ -1,51 +1,31 @@
 """Make docs/count.png: napari with the "Count cells" dock, its layers and the growth curve.
 
 The scene: three synthetic phase-contrast chambers side by side in one 60-frame field of view
-(the plugin's sample time series with three seeds), one rectangle per chamber in a Shapes layer.
-No trained default model ships yet, so unless ``--model`` names a checkpoint, the script first
-trains a small demonstration Twin-VAE (narrower layers than the paper's) for ``--train-seconds``
-on synthetic images of the same renderer, seeded. Its counts are illustrative only.
+(the plugin's sample time series with three seeds), one rectangle per chamber in a Shapes layer,
+counted with the shipped default model (or the checkpoint ``--model`` names).
 
 Needs a display; on a headless machine run it under Xvfb:
 
-    PYTHONPATH=src xvfb-run -a python scripts/screenshot_count.py [--model CKPT] [--save-model PATH]
+    PYTHONPATH=src xvfb-run -a python scripts/screenshot_count.py [--model CKPT]
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import tempfile
 import time
 from pathlib import Path
 
 import napari
 import numpy as np
-import torch
 from qtpy.QtWidgets import QApplication
 from skimage import io
 from skimage.transform import resize
 
-from napari_twinvae.core import LossWeights, ModelConfig, TwinVAE, save_checkpoint
-from napari_twinvae.core.intensity import Normalization, normalize_frames
-from napari_twinvae.core.losses import twin_loss
-from napari_twinvae.core.synthetic import (
-    SynthConfig,
-    generate,
-    histogram_count_weights,
-    synthetic_timeseries,
-    timeseries_config,
-)
+from napari_twinvae.core.synthetic import synthetic_timeseries
 
 PLUGIN = "napari-twinvae"
 ROOT = Path(__file__).resolve().parents[1]
 GAP = 24  # pixels of empty chip between two chambers
-DEMO = ModelConfig(
-    encoder_channels=(16, 32, 64, 128),
-    shared_channels=256,
-    latent_dim=64,
-    regressor_hidden=(64, 32),
-)
 
 
 def field_of_view(n_frames: int = 60) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
@@ -64,48 +44,6 @@ def field_of_view(n_frames: int = 60) -> tuple[np.ndarray, list[np.ndarray], lis
     return frames, rectangles, [b.counts for b in series]
 
 
-def train_demo_model(seconds: float, seed: int = 0, n_images: int = 6000) -> TwinVAE:
-    """A quick, seeded demonstration model: both twins on synthetic images with 0-20 cells.
-
-    The images are made once up front (numpy) and training then runs on tensors only: numpy's
-    and torch's thread pools slow each other down badly when they alternate on 2 cores.
-    """
-    torch.manual_seed(seed)
-    counts = tuple(histogram_count_weights(np.ones(21)).tolist())
-    configs = {
-        "natural": dataclasses.replace(timeseries_config("pc"), count_weights=counts),
-        "synthetic": dataclasses.replace(SynthConfig.preset("pc"), count_weights=counts),
-    }
-    data = {}
-    for number, (domain, config) in enumerate(configs.items()):
-        batch = generate(n_images, config, rng=seed + number)
-        images = batch.images
-        if domain == "natural":  # as counting will see them: the checkpoint's normalisation
-            images = normalize_frames(images, Normalization())
-        data[domain] = (torch.from_numpy(images).unsqueeze(1), torch.from_numpy(batch.counts))
-    model = TwinVAE(DEMO).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    weights = LossWeights(reconstruction=100.0, regression=3.0, kld=2.0)
-    generator = torch.Generator().manual_seed(seed)
-    started, step = time.perf_counter(), 0
-    while time.perf_counter() - started < seconds:
-        for domain, (images, truth) in data.items():
-            pick = torch.randint(0, len(images), (64,), generator=generator)
-            x = torch.rot90(images[pick], int(step % 4), dims=(2, 3))  # counts do not rotate
-            n = truth[pick]
-            out = model(x, domain)
-            loss = twin_loss(
-                x, out.reconstruction, out.mu, out.logvar, out.count, n,
-                torch.ones_like(n, dtype=torch.bool), weights,
-            ).total  # fmt: skip
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        step += 1
-    print(f"trained the demonstration model for {step} steps ({step * 128:,} images)")
-    return model.eval()
-
-
 def _save(shot: np.ndarray, path: Path, width: int) -> None:
     height = round(shot.shape[0] * width / shot.shape[1])
     small = resize(shot[..., :3], (height, width), anti_aliasing=True, preserve_range=True)
@@ -117,33 +55,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "count.png")
     parser.add_argument("--width", type=int, default=1200, help="width of the saved PNG")
-    parser.add_argument("--model", type=Path, help="a checkpoint to count with (skips training)")
-    parser.add_argument("--save-model", type=Path, help="keep the demonstration model here")
-    parser.add_argument("--train-seconds", type=float, default=600.0)
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="torch threads while training (0: torch's default; 1 is faster on a busy machine)",
-    )
+    parser.add_argument("--model", type=Path, help="a checkpoint (default: the default model)")
     parser.add_argument("--frame", type=int, default=44, help="the frame shown")
     parser.add_argument(
         "--views-out",
         type=Path,
-        help="also save the frame, its reconstruction and its synthetic view in a grid (worth it "
-        "with a well-trained model; the quick demonstration model's decoders stay flat gray)",
+        help="also save the frame, its reconstruction and its synthetic view in a grid",
     )
     args = parser.parse_args()
-
-    model_path = args.model
-    folder = tempfile.TemporaryDirectory()
-    if model_path is None:
-        model_path = args.save_model or Path(folder.name) / "demo.pt"
-        summary = {"note": "demonstration model of scripts/screenshot_count.py"}
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        model = train_demo_model(args.train_seconds)
-        save_checkpoint(model_path, model, normalization=Normalization(), summary=summary)
 
     frames, rectangles, truth = field_of_view()
     viewer = napari.Viewer(title="napari-twinvae: count cells")
@@ -151,7 +70,8 @@ def main() -> None:
     viewer.add_image(frames, name="three chambers", contrast_limits=(0, 4000))
     viewer.add_shapes(rectangles, shape_type="rectangle", name="chambers", visible=False)
     _, dock = viewer.window.add_plugin_dock_widget(PLUGIN, "Count cells")
-    dock.use_model(model_path)
+    if args.model is not None:
+        dock.use_model(args.model)
     dock._chambers.value = viewer.layers["chambers"]
     dock._count_button.native.click()
     while dock._worker is not None or dock.result is None:
@@ -187,7 +107,6 @@ def main() -> None:
         f"{counts[args.frame].tolist()}, true {[int(t[args.frame]) for t in truth]}; "
         f"over all frames MAE {errors.mean():.2f}, exact {np.mean(errors == 0):.0%}"
     )
-    folder.cleanup()
 
 
 if __name__ == "__main__":
