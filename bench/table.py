@@ -40,7 +40,9 @@ def run(command: list[str]) -> dict:
 
 
 def shown(command: list[str]) -> str:
-    return "`" + " ".join(["python", *command]) + "`"
+    """The command as typed in the checkout (paths relative to it, e.g. ``../shared/...``)."""
+    words = [os.path.relpath(w, ROOT) if os.path.isabs(w) else w for w in command]
+    return "`" + " ".join(["python", *words]) + "`"
 
 
 def rows_for(data: Path | None) -> list[tuple[str, str, str]]:
