@@ -45,11 +45,12 @@ def evaluate(checkpoint, n: int, seed: int) -> dict:
     return report
 
 
-def run_stage(natural, config, normalization, seed: int):
-    from napari_twinvae.core.pretrain import PresetMix
+def run_stage(natural, config, normalization, seed: int, renew: bool = False):
+    from napari_twinvae.core.pretrain import HardenedMix, PresetMix
     from napari_twinvae.core.train import Training
 
-    training = Training(natural, config, normalization, synthetic=PresetMix(seed))
+    renewal = HardenedMix(seed, normalization=normalization) if renew else None
+    training = Training(natural, config, normalization, synthetic=PresetMix(seed), renew=renewal)
     for progress in training.run():
         if progress.validation is not None:
             v = progress.validation
@@ -72,6 +73,11 @@ def main(argv=None) -> int:
     parser.add_argument("--minutes", type=float, default=75.0, help="wall-clock training budget")
     parser.add_argument("--epochs", type=int, default=None, help="epoch limit (default: none)")
     parser.add_argument("--natural", type=int, default=12000, help="hardened images (natural twin)")
+    parser.add_argument(
+        "--renew",
+        action="store_true",
+        help="new hardened training images every epoch (the held-out 10 %% stay)",
+    )
     parser.add_argument("--synthetic-ratio", type=float, default=1.0)
     parser.add_argument("--learning-rate", type=float, default=5e-4)
     parser.add_argument("--schedule", default="constant", help="constant | cosine")
@@ -117,11 +123,12 @@ def main(argv=None) -> int:
         seed=args.seed,
         device=args.device,
     )
-    result = run_stage(natural, config, normalization, args.seed)
+    result = run_stage(natural, config, normalization, args.seed, renew=args.renew)
     summary = result.summary()
     summary["recipe"] = {
         "command": "python scripts/train_default.py " + " ".join(argv or sys.argv[1:]),
-        "natural": f"{args.natural} hardened synthetic images of both presets (core.pretrain)",
+        "natural": f"{args.natural} hardened synthetic images of both presets (core.pretrain)"
+        + (", the training ones new every epoch" if args.renew else ""),
         "synthetic": "fresh clean images of both presets every epoch",
     }
     save_checkpoint(args.out, result.model, normalization=normalization, summary=summary, half=True)

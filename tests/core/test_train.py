@@ -8,6 +8,7 @@ from napari_twinvae.core import train as train_module
 from napari_twinvae.core.config import LossWeights, ModelConfig
 from napari_twinvae.core.data import NaturalSet
 from napari_twinvae.core.io import CheckpointError, load_checkpoint, save_checkpoint
+from napari_twinvae.core.jobs import drain
 from napari_twinvae.core.model import Dropout, TwinVAE
 from napari_twinvae.core.synthetic import SynthConfig, generate
 from napari_twinvae.core.train import (
@@ -359,3 +360,51 @@ def test_the_default_model_is_missing_in_one_line(monkeypatch, tmp_path):
     monkeypatch.setattr(io, "default_model_path", lambda: tmp_path / "none.pt")
     with pytest.raises(CheckpointError, match="no default model"):
         train(_natural(), TrainConfig())
+
+
+class _ConstantScenes:
+    """A renewal source of flat frames, recording what it was asked for."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+
+    def images(self, n, epoch):
+        self.calls.append((n, epoch))
+        return np.full((n, 128, 128), 0.5, np.float32), np.full(n, 7, np.int64)
+
+    def describe(self):
+        return {"rendering": "flat"}
+
+
+def test_renewal_replaces_the_training_frames_from_the_second_epoch_only(monkeypatch):
+    natural = _natural()
+    before = natural.frames.copy()
+    renew = _ConstantScenes()
+    seen = []  # (epoch of the last renewal, natural batch)
+    original = train_module._Run._batch
+
+    def recording(run, domain, index):
+        x, counts, labeled = original(run, domain, index)
+        if domain == "natural":
+            seen.append((renew.calls[-1][1] if renew.calls else 1, x.clone(), counts.clone()))
+        return x, counts, labeled
+
+    monkeypatch.setattr(train_module._Run, "_batch", recording)
+    validated = []  # whether each validation saw the original held-out frames
+    measure = train_module._Run._metrics
+
+    def checking(run, index):
+        validated.append(np.array_equal(run.frames[torch.from_numpy(index)].numpy(), before[index]))
+        return measure(run, index)
+
+    monkeypatch.setattr(train_module._Run, "_metrics", checking)
+    training = Training(natural, _config(decoder=False, epochs=3), renew=renew)
+    result = drain(training.run())
+    trained = int(natural.labeled.sum()) - len(result.info["validation_frames"])
+    assert renew.calls == [(trained, 2), (trained, 3)]
+    assert result.info["renewed"] == {"rendering": "flat"}
+    assert np.array_equal(natural.frames, before)  # the caller's frames are left as they were
+    assert len(validated) == 4 and all(validated)  # epochs 0-3
+    for epoch, x, counts in seen:
+        assert bool((x - 0.5).abs().max() < 0.1) == (epoch > 1)
+        assert bool((counts == 7).all()) == (epoch > 1)

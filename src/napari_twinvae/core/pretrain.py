@@ -67,21 +67,52 @@ def _mixed(n: int, configs: list[SynthConfig], rng: np.random.Generator):
     return images[order], counts[order]
 
 
+class HardenedMix:
+    """Fresh hardened images of both presets for the natural twin, new every epoch (seeded),
+    normalised as counting normalises real frames. Renewing them stops the natural twin from
+    learning a fixed set by heart, which is what ends a run on a fixed set early."""
+
+    def __init__(
+        self,
+        seed: int = 0,
+        realism: RealismConfig | None = None,
+        normalization: Normalization | None = None,
+    ) -> None:
+        self.seed = int(seed)
+        self.realism = realism
+        self.normalization = normalization
+
+    def images(self, n: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([self.seed, 4099, int(epoch)])
+        return _hardened(int(n), rng, self.realism, self.normalization)
+
+    def describe(self) -> dict:
+        return {
+            "presets": list(PRESETS),
+            "rendering": "hardened (core.realism)",
+            "per_epoch": "new",
+        }
+
+
 def realistic_set(
     n: int,
     seed: int = 0,
     realism: RealismConfig | None = None,
     normalization: Normalization | None = None,
-    chunk: int = 2048,
 ) -> NaturalSet:
     """``n`` hardened synthetic images of both presets, all labeled, normalised for counting."""
     rng = np.random.default_rng([int(seed), 4099])
+    frames, counts = _hardened(int(n), rng, realism, normalization)
+    return NaturalSet(frames, counts, np.ones(n, dtype=bool))
+
+
+def _hardened(n, rng, realism, normalization, chunk: int = 2048):
     configs = _preset_configs()
     frames = np.empty((n, 128, 128), dtype=np.float32)
     counts = np.empty(n, dtype=np.int64)
-    for start in range(0, n, chunk):
+    for start in range(0, n, chunk):  # in chunks: the float64 temporaries stay small
         stop = min(start + chunk, n)
         images, part = _mixed(stop - start, configs, rng)
         frames[start:stop] = normalize_frames(harden(images, realism, rng), normalization)
         counts[start:stop] = part
-    return NaturalSet(frames, counts, np.ones(n, dtype=bool))
+    return frames, counts

@@ -313,7 +313,9 @@ class Training:
     ``normalization`` is the one the natural crops were made with; ``None`` takes the start
     model's (``Normalization()`` from scratch). It goes into the saved checkpoint.
     ``synthetic`` replaces the default source of synthetic images (anything with the methods
-    ``images(n, epoch)`` and ``describe()`` of :class:`SyntheticSource`).
+    ``images(n, epoch)`` and ``describe()`` of :class:`SyntheticSource`). ``renew``, a source of
+    the same kind, replaces the labeled training frames with new ones from the second epoch on
+    (pretraining on rendered scenes, where new ones cost nothing); held-out frames stay.
     """
 
     def __init__(
@@ -322,11 +324,13 @@ class Training:
         config: TrainConfig | None = None,
         normalization: Normalization | None = None,
         synthetic: SyntheticSource | None = None,
+        renew: SyntheticSource | None = None,
     ) -> None:
         self.natural = _checked(natural)
         self.config = config if config is not None else TrainConfig()
         self.normalization = normalization
         self.synthetic = synthetic
+        self.renew = renew
         self.result: TrainResult | None = None
 
     def save(self, path) -> Path:
@@ -456,6 +460,8 @@ class _Run:
         )
         self.frames = torch.from_numpy(natural.frames).to(self.device)
         self.counts = torch.from_numpy(natural.counts).to(self.device)
+        if owner.renew is not None:  # renewal writes into them: leave the caller's arrays be
+            self.frames, self.counts = self.frames.clone(), self.counts.clone()
         self.labeled = torch.from_numpy(train_labeled).to(self.device)
         self.regressor_delay = self._regressor_delay()
         self.optimizer = _optimizer(self.model, cfg)
@@ -467,6 +473,7 @@ class _Run:
             labeled={"training": int(train_labeled.sum()), "validation": int(self.validation.size)},
             validation_frames=self.validation.tolist(),
             synthetic={**self.source.describe(), "per_epoch": self.n_synthetic},
+            renewed=owner.renew.describe() if owner.renew is not None else None,
             device=str(self.device),
         )
         if self.device.type != "cpu":  # generate the next epoch's images while the GPU trains
@@ -478,6 +485,8 @@ class _Run:
         yield self._validate_and_report(epoch=0, losses=_empty_losses())
         while cfg.epochs is None or self.epoch < cfg.epochs:
             epoch = self.epoch + 1
+            if self.owner.renew is not None and epoch > 1:
+                self._renew_natural(epoch)
             batches = self._batches(epoch)
             steps = len(batches)
             sums = _empty_sums()
@@ -526,6 +535,12 @@ class _Run:
         if self.n_synthetic:
             self._synthetic_for(epoch)
         return [(domain, part) for _, _, domain, part in plan]
+
+    def _renew_natural(self, epoch: int) -> None:
+        index = torch.from_numpy(np.flatnonzero(self.train_labeled)).to(self.device)
+        frames, counts = self.owner.renew.images(int(index.numel()), epoch)
+        self.frames[index] = torch.from_numpy(np.asarray(frames, np.float32)).to(self.device)
+        self.counts[index] = torch.from_numpy(np.asarray(counts, np.int64)).to(self.device)
 
     def _synthetic_for(self, epoch: int) -> None:
         if self.pending is not None and self.pending_epoch == epoch:
