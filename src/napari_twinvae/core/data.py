@@ -3,8 +3,8 @@
 Natural frames carry a label mask: a count of 0 is a real label, an unlabeled frame is not 0.
 Synthetic images are generated anew every epoch on the natural frames' own background, so the
 synthetic twin never sees the same image twice. Augmentation (SPEC section 4) runs batched on
-tensors on the training device: flips, 90-degree turns, a small rotation and a random crop of
-about 0.9 of the side are one affine resampling per batch, then a little Gaussian noise.
+tensors on the training device: flips, 90-degree turns, a small rotation and a zoom of up to
+10 % in or out are one affine resampling per batch, then a little Gaussian noise.
 """
 
 from __future__ import annotations
