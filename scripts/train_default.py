@@ -96,6 +96,12 @@ def main(argv=None) -> int:
         help="then train only the decoders this long (counting path frozen), for the "
         "reconstruction views after a decoder-free stage",
     )
+    parser.add_argument(
+        "--exact-share",
+        type=float,
+        default=0.0,
+        help="share of each batch kept pixel-exact (flips and quarter turns only)",
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--regressor-delay", type=int, default=1)
     parser.add_argument("--no-decoder", action="store_true", help="train without decoders")
@@ -108,6 +114,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
+    from napari_twinvae.core.data import Augmentation
     from napari_twinvae.core.intensity import Normalization
     from napari_twinvae.core.io import load_checkpoint, save_checkpoint
     from napari_twinvae.core.pretrain import realistic_set
@@ -125,6 +132,7 @@ def main(argv=None) -> int:
         schedule=args.schedule,
         dropout=args.dropout,
         batch_size=args.batch_size,
+        augmentation=Augmentation(exact_share=args.exact_share),
         regressor_delay=args.regressor_delay,
         validation_share=0.1,
         seed=args.seed,

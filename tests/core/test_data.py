@@ -102,6 +102,19 @@ def test_flips_and_quarter_turns_alone_move_pixels_exactly():
     assert not torch.equal(out, images)  # some of the 16 did change
 
 
+def test_an_exact_share_keeps_those_images_pixel_for_pixel():
+    images = torch.rand(64, 1, 128, 128, generator=torch.Generator().manual_seed(3))
+    out = augment(images, torch.Generator().manual_seed(0), Augmentation(exact_share=0.5))
+    exact = [
+        any(torch.allclose(after, d, atol=1e-5) for d in _dihedral(before))
+        for before, after in zip(images, out, strict=True)
+    ]
+    assert 16 <= sum(exact) <= 48  # about half kept their pixels, the rest were resampled
+    everything = augment(images, torch.Generator().manual_seed(0), Augmentation(exact_share=1.0))
+    for before, after in zip(images, everything, strict=True):
+        assert any(torch.allclose(after, d, atol=1e-5) for d in _dihedral(before))
+
+
 def test_augmentation_keeps_a_cell_inside_and_values_in_range():
     images = torch.zeros(32, 1, 128, 128)
     images[:, :, 60:68, 60:68] = 1.0  # a cell in the middle of the chamber
@@ -130,3 +143,5 @@ def test_augmentation_config_is_checked():
         Augmentation(crop_min=0.9, crop_max=0.8)
     with pytest.raises(ValueError, match="crop"):
         Augmentation(crop_min=0.9, crop_max=2.0)
+    with pytest.raises(ValueError, match="exact_share"):
+        Augmentation(exact_share=1.5)

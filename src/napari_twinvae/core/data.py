@@ -161,8 +161,14 @@ class Augmentation(JsonConfig):
     crop_min: float = 0.9
     crop_max: float = 1.1
     noise_std: float = 0.0025  # additive zero-mean Gaussian noise, intensity units
+    # The share of images that keep their exact pixels (flips and quarter turns only: no
+    # resampling, no noise). Counting sees plain frames, and a model that only ever saw
+    # resampled ones counts plain frames differently (README, "The default model").
+    exact_share: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.exact_share <= 1.0:
+            raise ValueError("exact_share must lie in [0, 1]")
         if not 0.0 < self.crop_min <= self.crop_max <= 1.5:
             raise ValueError("crop sides need 0 < crop_min <= crop_max <= 1.5")
         if not 0.0 <= self.max_rotation <= 45.0 or self.noise_std < 0:
@@ -176,8 +182,9 @@ def augment(
 
     One affine resampling (``affine_grid`` + bilinear ``grid_sample``) per batch carries the
     geometry; a window is placed so that, rotated, it stays inside the image where it fits
-    (the border pixels fill what lies outside when it does not). ``generator``
-    must live on the images' device; all draws come from it, so a seeded generator repeats.
+    (the border pixels fill what lies outside when it does not). A random ``exact_share`` of
+    the images is only flipped and turned, which moves whole pixels. ``generator`` must live
+    on the images' device; all draws come from it, so a seeded generator repeats.
     """
     cfg = config if config is not None else Augmentation()
     b = images.shape[0]
@@ -203,6 +210,15 @@ def augment(
     flip = torch.ones(2, b, device=device)
     if cfg.flips:
         flip = torch.where(torch.rand(2, b, generator=generator, device=device) < 0.5, -1.0, 1.0)
+    exact = torch.zeros(b, dtype=torch.bool, device=device)
+    if cfg.exact_share > 0:  # drawn only then: a share of 0 leaves every draw as before
+        exact = torch.rand(b, generator=generator, device=device) < cfg.exact_share
+        if cfg.quarter_turns:
+            cos, sin = torch.where(exact, quarter_cos, cos), torch.where(exact, quarter_sin, sin)
+        else:
+            cos, sin = cos.masked_fill(exact, 1.0), sin.masked_fill(exact, 0.0)
+        scale = scale.masked_fill(exact, 1.0)
+        shift = shift.masked_fill(exact, 0.0)
     theta = torch.empty(b, 2, 3, device=device)
     theta[:, 0, 0] = scale * cos * flip[0]
     theta[:, 0, 1] = -scale * sin * flip[1]
@@ -214,5 +230,5 @@ def augment(
     out = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
     if cfg.noise_std > 0:
         noise = torch.randn(out.shape, generator=generator, device=device, dtype=out.dtype)
-        out = out + cfg.noise_std * noise
+        out = out + cfg.noise_std * noise.masked_fill(exact.view(b, 1, 1, 1), 0.0)
     return out.clamp_(0.0, 1.0)
