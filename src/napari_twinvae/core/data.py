@@ -196,12 +196,13 @@ def augment(
 
     angle = uniform(-cfg.max_rotation, cfg.max_rotation) * (math.pi / 180.0)
     cos, sin = torch.cos(angle), torch.sin(angle)
+    # the quarter turn alone (entries 0, +-1), which moves whole pixels; none without turns
+    turn_cos, turn_sin = torch.ones(b, device=device), torch.zeros(b, device=device)
     if cfg.quarter_turns:
-        # composed with exact quarter turns (entries 0, +-1), so turns alone move whole pixels
         turns = torch.randint(0, 4, (b,), generator=generator, device=device)
-        quarter_cos = torch.tensor([1.0, 0.0, -1.0, 0.0], device=device)[turns]
-        quarter_sin = torch.tensor([0.0, 1.0, 0.0, -1.0], device=device)[turns]
-        cos, sin = cos * quarter_cos - sin * quarter_sin, sin * quarter_cos + cos * quarter_sin
+        turn_cos = torch.tensor([1.0, 0.0, -1.0, 0.0], device=device)[turns]
+        turn_sin = torch.tensor([0.0, 1.0, 0.0, -1.0], device=device)[turns]
+        cos, sin = cos * turn_cos - sin * turn_sin, sin * turn_cos + cos * turn_sin
     scale = uniform(cfg.crop_min, cfg.crop_max)
     # the rotated crop reaches scale * (|cos| + |sin|) from its centre in normalised units
     reach = scale * (cos.abs() + sin.abs())
@@ -210,13 +211,10 @@ def augment(
     flip = torch.ones(2, b, device=device)
     if cfg.flips:
         flip = torch.where(torch.rand(2, b, generator=generator, device=device) < 0.5, -1.0, 1.0)
-    exact = torch.zeros(b, dtype=torch.bool, device=device)
+    exact = None
     if cfg.exact_share > 0:  # drawn only then: a share of 0 leaves every draw as before
         exact = torch.rand(b, generator=generator, device=device) < cfg.exact_share
-        if cfg.quarter_turns:
-            cos, sin = torch.where(exact, quarter_cos, cos), torch.where(exact, quarter_sin, sin)
-        else:
-            cos, sin = cos.masked_fill(exact, 1.0), sin.masked_fill(exact, 0.0)
+        cos, sin = torch.where(exact, turn_cos, cos), torch.where(exact, turn_sin, sin)
         scale = scale.masked_fill(exact, 1.0)
         shift = shift.masked_fill(exact, 0.0)
     theta = torch.empty(b, 2, 3, device=device)
@@ -230,5 +228,7 @@ def augment(
     out = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
     if cfg.noise_std > 0:
         noise = torch.randn(out.shape, generator=generator, device=device, dtype=out.dtype)
-        out = out + cfg.noise_std * noise.masked_fill(exact.view(b, 1, 1, 1), 0.0)
+        if exact is not None:
+            noise = noise.masked_fill(exact.view(b, 1, 1, 1), 0.0)
+        out = out + cfg.noise_std * noise
     return out.clamp_(0.0, 1.0)
