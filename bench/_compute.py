@@ -1,7 +1,8 @@
 """The machine's compute limit, measured in the same run as the thing it is compared with.
 
 These machines are shared and noisy, so every benchmark reports a ratio: measured images/s over
-the images/s that the machine's own float32 matrix-multiply speed would allow.
+the images/s that the machine's own matrix-multiply speed would allow, in the precision the
+measured thing computes in (float32, or bfloat16 where training autocasts to it).
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ TRAIN_NO_DECODER_FLOPS = 3 * 2 * (ENCODER_MACS + REGRESSOR_MACS)
 COUNT_FLOPS = 2 * COUNT_MACS
 
 
-def matmul_flops(size: int = 1024, seconds: float = 2.0) -> float:
-    """Best float32 GEMM speed in FLOP/s on the current torch threads, over about ``seconds``."""
-    a = torch.randn(size, size)
-    b = torch.randn(size, size)
+def matmul_flops(
+    size: int = 1024, seconds: float = 2.0, dtype: torch.dtype = torch.float32
+) -> float:
+    """Best GEMM speed in FLOP/s on the current torch threads, over about ``seconds``."""
+    a = torch.randn(size, size, dtype=dtype)
+    b = torch.randn(size, size, dtype=dtype)
     torch.mm(a, b)  # warm up
     best = 0.0
     deadline = time.perf_counter() + seconds

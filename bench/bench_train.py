@@ -25,7 +25,7 @@ from _compute import TRAIN_FULL_FLOPS, TRAIN_NO_DECODER_FLOPS, matmul_flops
 
 from napari_twinvae.core.data import NaturalSet
 from napari_twinvae.core.synthetic import SynthConfig, generate
-from napari_twinvae.core.train import TrainConfig, Training
+from napari_twinvae.core.train import TrainConfig, Training, training_precision
 
 
 def natural_frames(n: int) -> NaturalSet:
@@ -34,9 +34,9 @@ def natural_frames(n: int) -> NaturalSet:
     return NaturalSet(batch.images, batch.counts, np.ones(n, dtype=bool))
 
 
-def steps(config: TrainConfig, natural: NaturalSet):
+def steps(training: Training):
     """Seconds of each training step, one per ``next()``; epoch ends are skipped."""
-    gen = Training(natural, config).run()
+    gen = training.run()
     try:
         previous_mid_epoch = False
         while True:
@@ -67,12 +67,15 @@ def main() -> None:
         synthetic_ratio=1.0, regressor_delay=0, device=args.device, seed=0,
     )  # fmt: skip
     kinds = {
-        "full": (steps(common, natural), TRAIN_FULL_FLOPS),
+        "full": (steps(Training(natural, common)), TRAIN_FULL_FLOPS),
         "no_decoder": (
-            steps(dataclasses.replace(common, decoder=False), natural),
+            steps(Training(natural, dataclasses.replace(common, decoder=False))),
             TRAIN_NO_DECODER_FLOPS,
         ),
     }
+    # the limit is the matrix-multiply speed in the precision the convolutions run in
+    precision = training_precision(common)
+    dtype = torch.bfloat16 if precision.startswith("bfloat16") else torch.float32
     for timer, _ in kinds.values():
         for _ in range(args.warmup):
             next(timer)
@@ -80,13 +83,13 @@ def main() -> None:
     ratios: dict[str, list[float]] = {k: [] for k in kinds}
     probes: list[float] = []
     gpu = args.device != "cpu" and torch.cuda.is_available()
-    probe = matmul_flops(seconds=args.probe)
+    probe = matmul_flops(seconds=args.probe, dtype=dtype)
     for _ in range(args.rounds):
         for kind, (timer, flops) in kinds.items():
             if gpu:
                 torch.cuda.synchronize()
             seconds = next(timer)
-            after = matmul_flops(seconds=args.probe)
+            after = matmul_flops(seconds=args.probe, dtype=dtype)
             rate = bs / seconds
             rates[kind].append(rate)
             ratios[kind].append(rate / ((probe + after) / 2 / flops))
@@ -96,7 +99,11 @@ def main() -> None:
         timer.close()
 
     gflops = statistics.median(probes) / 1e9
-    print(f"matmul (float32, {torch.get_num_threads()} threads): median {gflops:.1f} GFLOP/s")
+    print(f"training in {precision}")
+    print(
+        f"matmul ({str(dtype).removeprefix('torch.')}, {torch.get_num_threads()} threads): "
+        f"median {gflops:.1f} GFLOP/s"
+    )
     result: dict[str, float | int | str] = {}
     for kind, (_, flops) in kinds.items():
         rate, ratio = statistics.median(rates[kind]), statistics.median(ratios[kind])
@@ -113,6 +120,7 @@ def main() -> None:
     result.update(
         speedup_no_decoder=round(speedup, 2),
         matmul_gflops=round(gflops, 1),
+        precision=precision,
         batch_size=bs,
         device=args.device,
         cpus=os.cpu_count() or 0,

@@ -58,6 +58,14 @@ def test_count_path_equals_full_forward_and_skips_decoders(model, monkeypatch):
         assert model(x, "natural", decode=False).reconstruction is None
 
 
+def test_the_latent_code_and_count_stay_float32_under_autocast(model):
+    model.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(torch.rand(2, 1, 128, 128), "natural")
+    assert out.reconstruction.dtype == torch.bfloat16  # the convolutions ran in bfloat16
+    assert out.mu.dtype == out.logvar.dtype == out.count.dtype == torch.float32
+
+
 def test_twins_share_inner_layers_but_not_outer(model):
     model.eval()
     x = torch.rand(2, 1, 128, 128)

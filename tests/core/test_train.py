@@ -140,6 +140,25 @@ def test_cpu_runs_repeat_for_a_seed():
     assert first.history[1]["losses"] != other.history[1]["losses"]
 
 
+@pytest.mark.parametrize(
+    ("capabilities", "wanted", "precision"),
+    [
+        ({"avx512_bf16": True}, True, "bfloat16 autocast"),
+        ({"amx_bf16": True}, True, "bfloat16 autocast"),
+        ({"avx2": True}, True, "float32"),  # emulated bfloat16 would be slower
+        ({"avx512_bf16": True}, False, "float32"),
+    ],
+)
+def test_cpu_training_uses_bfloat16_where_the_cpu_computes_it(
+    monkeypatch, capabilities, wanted, precision
+):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: capabilities)
+    result = train(_natural(), _config(epochs=1, mixed_precision=wanted))
+    assert result.info["precision"] == precision
+    assert result.stopped == "finished"
+    assert all(p.dtype == torch.float32 for p in result.model.parameters())
+
+
 def test_parts_cover_every_parameter():
     model = TwinVAE(TINY)
     names = [n for n, _ in model.named_parameters()]

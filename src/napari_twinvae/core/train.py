@@ -106,7 +106,9 @@ class TrainConfig(JsonConfig):
     device: str = "auto"
     augmentation: Augmentation = Augmentation()
     model: ModelConfig = ModelConfig()  # network shape when training from scratch
-    mixed_precision: bool = True  # bfloat16 (or float16) autocast on CUDA; ignored elsewhere
+    # bfloat16 autocast of the convolutions on CUDA (float16 on GPUs without bfloat16) and on
+    # CPUs with native bfloat16 (AVX512-BF16 or AMX); float32 elsewhere
+    mixed_precision: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.init, str) or not self.init.strip():
@@ -467,7 +469,7 @@ class _Run:
         self.optimizer = _optimizer(self.model, cfg)
         self.frozen: set[str] | None = None
         self.frozen_norms: list[nn.Module] = []
-        self.autocast, self.scaler = _mixed_precision(self.device, cfg.mixed_precision)
+        self.autocast, self.scaler, precision = _mixed_precision(self.device, cfg.mixed_precision)
         self.info.update(
             natural_frames=int(len(natural.frames)),
             labeled={"training": int(train_labeled.sum()), "validation": int(self.validation.size)},
@@ -475,6 +477,7 @@ class _Run:
             synthetic={**self.source.describe(), "per_epoch": self.n_synthetic},
             renewed=owner.renew.describe() if owner.renew is not None else None,
             device=str(self.device),
+            precision=precision,
         )
         if self.device.type != "cpu":  # generate the next epoch's images while the GPU trains
             self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="twinvae-synth")
@@ -817,13 +820,40 @@ def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, fused=fused, foreach=None if fused else True, **settings)
 
 
+def training_precision(config: TrainConfig) -> str:
+    """What a run with ``config`` computes its convolutions in on this machine: "float32",
+    "bfloat16 autocast" or "float16 autocast"."""
+    return _mixed_precision(_select_device(config.device), config.mixed_precision)[2]
+
+
 def _mixed_precision(device: torch.device, wanted: bool):
-    if device.type != "cuda" or not wanted:
+    """(autocast context factory, gradient scaler or None, the name of the precision)."""
+    context, scaler = _autocast(device, wanted)
+    if context is contextlib.nullcontext:
+        return context, scaler, "float32"
+    return context, scaler, "float16 autocast" if scaler is not None else "bfloat16 autocast"
+
+
+def _autocast(device: torch.device, wanted: bool):
+    if not wanted:
+        return contextlib.nullcontext, None
+    if device.type == "cpu":
+        if not cpu_has_native_bfloat16():
+            return contextlib.nullcontext, None  # emulated bfloat16 is slower than float32
+        return (lambda: torch.autocast("cpu", dtype=torch.bfloat16)), None
+    if device.type != "cuda":
         return contextlib.nullcontext, None
     if torch.cuda.is_bf16_supported():
         return (lambda: torch.autocast("cuda", dtype=torch.bfloat16)), None
     scaler = torch.amp.GradScaler("cuda")
     return (lambda: torch.autocast("cuda", dtype=torch.float16)), scaler
+
+
+def cpu_has_native_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX), where oneDNN's
+    bfloat16 convolutions train about twice as fast as float32 ones."""
+    capabilities = torch.cpu.get_capabilities()
+    return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
 
 
 def _set_dropout(model: nn.Module, rate: float) -> None:
