@@ -8,6 +8,7 @@ is reported. limit = matmul FLOP/s / FLOPs per training image (3x the forward pa
 The last line is a JSON object.
 
     PYTHONPATH=src python bench/bench_train.py [--batch-size 64] [--rounds 8] [--device cpu]
+        [--float32]
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps of each kind")
     parser.add_argument("--device", default="cpu", help="cpu, cuda (mixed precision) or auto")
     parser.add_argument("--probe", type=float, default=0.3, help="seconds per matmul probe")
+    parser.add_argument(
+        "--float32", action="store_true", help="no bfloat16 autocast, even where it is available"
+    )
     args = parser.parse_args()
 
     bs = args.batch_size
@@ -65,6 +69,7 @@ def main() -> None:
     common = TrainConfig(
         init="scratch", epochs=10_000, batch_size=bs, validation_share=0.0,
         synthetic_ratio=1.0, regressor_delay=0, device=args.device, seed=0,
+        mixed_precision=not args.float32,
     )  # fmt: skip
     kinds = {
         "full": (steps(Training(natural, common)), TRAIN_FULL_FLOPS),
