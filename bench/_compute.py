@@ -23,18 +23,30 @@ COUNT_FLOPS = 2 * COUNT_MACS
 
 
 def matmul_flops(
-    size: int = 1024, seconds: float = 2.0, dtype: torch.dtype = torch.float32
+    size: int = 1024,
+    seconds: float = 2.0,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
 ) -> float:
-    """Best GEMM speed in FLOP/s on the current torch threads, over about ``seconds``."""
-    a = torch.randn(size, size, dtype=dtype)
-    b = torch.randn(size, size, dtype=dtype)
+    """Best GEMM speed in FLOP/s on ``device`` (the current torch threads on the CPU), over
+    about ``seconds``. A GPU needs a larger ``size`` to come near its peak."""
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    b = torch.randn(size, size, dtype=dtype, device=device)
+    cuda = torch.device(device).type == "cuda"
+
+    def wait() -> None:  # GPU kernels run asynchronously: time them to their end
+        if cuda:
+            torch.cuda.synchronize()
+
     torch.mm(a, b)  # warm up
+    wait()
     best = 0.0
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         start = time.perf_counter()
         for _ in range(4):
             torch.mm(a, b)
+        wait()
         elapsed = time.perf_counter() - start
         best = max(best, 4 * 2 * size**3 / elapsed)
     return best

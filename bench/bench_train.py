@@ -80,7 +80,8 @@ def main() -> None:
     }
     # the limit is the matrix-multiply speed in the precision the convolutions run in
     precision = training_precision(common)
-    dtype = torch.bfloat16 if precision.startswith("bfloat16") else torch.float32
+    autocast = {"bfloat16 autocast": torch.bfloat16, "float16 autocast": torch.float16}
+    dtype = autocast.get(precision, torch.float32)
     for timer, _ in kinds.values():
         for _ in range(args.warmup):
             next(timer)
@@ -88,13 +89,15 @@ def main() -> None:
     ratios: dict[str, list[float]] = {k: [] for k in kinds}
     probes: list[float] = []
     gpu = args.device != "cpu" and torch.cuda.is_available()
-    probe = matmul_flops(seconds=args.probe, dtype=dtype)
+    # the limit of the device that trains
+    where = {"device": "cuda", "size": 4096} if gpu else {}
+    probe = matmul_flops(seconds=args.probe, dtype=dtype, **where)
     for _ in range(args.rounds):
         for kind, (timer, flops) in kinds.items():
             if gpu:
                 torch.cuda.synchronize()
             seconds = next(timer)
-            after = matmul_flops(seconds=args.probe, dtype=dtype)
+            after = matmul_flops(seconds=args.probe, dtype=dtype, **where)
             rate = bs / seconds
             rates[kind].append(rate)
             ratios[kind].append(rate / ((probe + after) / 2 / flops))
