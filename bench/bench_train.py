@@ -26,7 +26,7 @@ from _compute import TRAIN_FULL_FLOPS, TRAIN_NO_DECODER_FLOPS, matmul_flops
 
 from napari_twinvae.core.data import NaturalSet
 from napari_twinvae.core.synthetic import SynthConfig, generate
-from napari_twinvae.core.train import TrainConfig, Training, training_precision
+from napari_twinvae.core.train import TrainConfig, Training, autocast_dtype, precision_name
 
 
 def natural_frames(n: int) -> NaturalSet:
@@ -35,9 +35,9 @@ def natural_frames(n: int) -> NaturalSet:
     return NaturalSet(batch.images, batch.counts, np.ones(n, dtype=bool))
 
 
-def steps(training: Training):
+def steps(config: TrainConfig, natural: NaturalSet):
     """Seconds of each training step, one per ``next()``; epoch ends are skipped."""
-    gen = training.run()
+    gen = Training(natural, config).run()
     try:
         previous_mid_epoch = False
         while True:
@@ -72,16 +72,16 @@ def main() -> None:
         mixed_precision=not args.float32,
     )  # fmt: skip
     kinds = {
-        "full": (steps(Training(natural, common)), TRAIN_FULL_FLOPS),
+        "full": (steps(common, natural), TRAIN_FULL_FLOPS),
         "no_decoder": (
-            steps(Training(natural, dataclasses.replace(common, decoder=False))),
+            steps(dataclasses.replace(common, decoder=False), natural),
             TRAIN_NO_DECODER_FLOPS,
         ),
     }
     # the limit is the matrix-multiply speed in the precision the convolutions run in
-    precision = training_precision(common)
-    autocast = {"bfloat16 autocast": torch.bfloat16, "float16 autocast": torch.float16}
-    dtype = autocast.get(precision, torch.float32)
+    autocast = autocast_dtype(common)
+    precision = precision_name(autocast)
+    dtype = autocast or torch.float32
     for timer, _ in kinds.values():
         for _ in range(args.warmup):
             next(timer)
