@@ -62,11 +62,13 @@ def evaluate(checkpoint, n: int, seed: int) -> dict:
     return report
 
 
-def run_stage(natural, config, normalization, seed: int, renew: bool = False):
+def run_stage(natural, config, normalization, seed: int, renew: bool = False, clean_share=0.0):
     from napari_twinvae.core.pretrain import HardenedMix, PresetMix
     from napari_twinvae.core.train import Training
 
-    renewal = HardenedMix(seed, normalization=normalization) if renew else None
+    renewal = (
+        HardenedMix(seed, normalization=normalization, clean_share=clean_share) if renew else None
+    )
     training = Training(natural, config, normalization, synthetic=PresetMix(seed), renew=renewal)
     for progress in training.run():
         if progress.validation is not None:
@@ -112,6 +114,12 @@ def main(argv=None) -> int:
         default=0.0,
         help="share of each batch kept pixel-exact (flips and quarter turns only)",
     )
+    parser.add_argument(
+        "--clean-share",
+        type=float,
+        default=0.0,
+        help="share of the natural twin's images (training and held out) left unhardened",
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--regressor-delay", type=int, default=1)
     parser.add_argument("--no-decoder", action="store_true", help="train without decoders")
@@ -137,7 +145,9 @@ def main(argv=None) -> int:
     from napari_twinvae.core.train import TrainConfig
 
     normalization = Normalization()
-    natural = realistic_set(args.natural, seed=args.seed, normalization=normalization)
+    natural = realistic_set(
+        args.natural, seed=args.seed, normalization=normalization, clean_share=args.clean_share
+    )
     config = TrainConfig(
         init=args.init,
         decoder=not args.no_decoder,
@@ -155,11 +165,14 @@ def main(argv=None) -> int:
         device=args.device,
         mixed_precision=not args.float32,
     )
-    result = run_stage(natural, config, normalization, args.seed, renew=args.renew)
+    result = run_stage(
+        natural, config, normalization, args.seed, renew=args.renew, clean_share=args.clean_share
+    )
     summary = result.summary()
     summary["recipe"] = {
         "command": "python scripts/train_default.py " + " ".join(argv or sys.argv[1:]),
         "natural": f"{args.natural} hardened synthetic images of both presets (core.pretrain)"
+        + (f", {args.clean_share:.0%} of them left clean" if args.clean_share else "")
         + (", the training ones new every epoch" if args.renew else ""),
         "synthetic": "fresh clean images of both presets every epoch",
     }

@@ -58,3 +58,22 @@ def test_hardened_scenes_are_new_each_epoch_and_the_same_for_a_seed():
     assert counts.min() >= 0 and counts.max() <= 30
     held_out = realistic_set(6, seed=3)  # the fixed set draws from its own stream
     assert held_out.labeled.all() and not np.array_equal(held_out.frames, frames)
+
+
+def test_a_clean_share_keeps_that_many_scenes_unhardened():
+    from napari_twinvae.core.intensity import normalize_frames
+    from napari_twinvae.core.pretrain import HardenedMix, _mixed, _preset_configs, realistic_set
+
+    n = 200
+    frames, counts = HardenedMix(seed=4, clean_share=0.3).images(n, epoch=1)
+    # The same scenes, drawn from the same stream, before any hardening.
+    rng = np.random.default_rng([4, 4099, 1])
+    clean, same_counts = _mixed(n, _preset_configs(), rng)
+    assert np.array_equal(counts, same_counts)
+    kept = np.all(np.isclose(frames, normalize_frames(clean, None), atol=1e-6), axis=(1, 2))
+    assert 0.2 < kept.mean() < 0.4
+    # No share, no extra draw: the images of earlier recipes stay what they were.
+    plain = realistic_set(8, seed=2)
+    assert np.array_equal(realistic_set(8, seed=2, clean_share=0.0).frames, plain.frames)
+    with pytest.raises(ValueError, match="clean_share"):
+        HardenedMix(clean_share=1.5)

@@ -77,19 +77,22 @@ class HardenedMix:
         seed: int = 0,
         realism: RealismConfig | None = None,
         normalization: Normalization | None = None,
+        clean_share: float = 0.0,
     ) -> None:
         self.seed = int(seed)
         self.realism = realism
         self.normalization = normalization
+        self.clean_share = _check_share(clean_share)
 
     def images(self, n: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng([self.seed, 4099, int(epoch)])
-        return _hardened(int(n), rng, self.realism, self.normalization)
+        return _hardened(int(n), rng, self.realism, self.normalization, self.clean_share)
 
     def describe(self) -> dict:
         return {
             "presets": list(PRESETS),
             "rendering": "hardened (core.realism)",
+            "clean_share": self.clean_share,
             "per_epoch": "new",
         }
 
@@ -99,20 +102,35 @@ def realistic_set(
     seed: int = 0,
     realism: RealismConfig | None = None,
     normalization: Normalization | None = None,
+    clean_share: float = 0.0,
 ) -> NaturalSet:
-    """``n`` hardened synthetic images of both presets, all labeled, normalised for counting."""
+    """``n`` hardened synthetic images of both presets, all labeled, normalised for counting.
+
+    ``clean_share`` of them (drawn per image) keep the clean rendering, so the natural twin also
+    knows a noiseless, evenly lit chamber; without any, it counts an empty clean chamber as two.
+    """
     rng = np.random.default_rng([int(seed), 4099])
-    frames, counts = _hardened(int(n), rng, realism, normalization)
+    frames, counts = _hardened(int(n), rng, realism, normalization, _check_share(clean_share))
     return NaturalSet(frames, counts, np.ones(n, dtype=bool))
 
 
-def _hardened(n, rng, realism, normalization, chunk: int = 2048):
+def _check_share(share: float) -> float:
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"clean_share must lie in [0, 1], got {share}")
+    return float(share)
+
+
+def _hardened(n, rng, realism, normalization, clean_share: float = 0.0, chunk: int = 2048):
     configs = _preset_configs()
     frames = np.empty((n, 128, 128), dtype=np.float32)
     counts = np.empty(n, dtype=np.int64)
     for start in range(0, n, chunk):  # in chunks: the float64 temporaries stay small
         stop = min(start + chunk, n)
         images, part = _mixed(stop - start, configs, rng)
-        frames[start:stop] = normalize_frames(harden(images, realism, rng), normalization)
+        hard = harden(images, realism, rng)
+        if clean_share > 0:  # no draw otherwise, so earlier recipes keep their images
+            clean = rng.random(stop - start) < clean_share
+            hard[clean] = images[clean]
+        frames[start:stop] = normalize_frames(hard, normalization)
         counts[start:stop] = part
     return frames, counts
