@@ -54,6 +54,22 @@ def test_count_writes_frame_chamber_count_estimate(files, tmp_path, capsys):
     assert capsys.readouterr().err == ""  # no progress bar when stderr is not a terminal
 
 
+def test_views_choose_how_many_orientations_are_averaged(files, tmp_path):
+    folder, stack, model = files
+    checkpoint = load_checkpoint(model)
+    for views in (1, 8):
+        out = tmp_path / f"views{views}.csv"
+        argv = ["count", str(folder / "a.tif"), "--out", str(out), "--model", str(model)]
+        assert main([*argv, "--views", str(views)]) == 0
+        estimates = np.array([float(row[3]) for row in _rows(out)[1:]])
+        expected = count(stack, checkpoint, views=views).estimates.reshape(-1)
+        np.testing.assert_allclose(estimates, expected, atol=1e-4)
+    one, eight = (
+        np.array([float(r[3]) for r in _rows(tmp_path / f"views{v}.csv")[1:]]) for v in (1, 8)
+    )
+    assert not np.allclose(one, eight, atol=1e-4)
+
+
 def test_count_without_model_uses_the_default_model(files, tmp_path, monkeypatch):
     folder, _, model = files
     monkeypatch.setattr("napari_twinvae.core.io.default_model_path", lambda: model)
@@ -136,6 +152,10 @@ def test_evaluate_reads_napari_points_and_reports_undefined_mre_as_null(files, t
         (
             ["count", "{d}/a.tif", "--out", "{t}/c.csv", "--model", "{m}", "--device", "tpu"],
             "unknown device",
+        ),
+        (
+            ["count", "{d}/a.tif", "--out", "{t}/c.csv", "--model", "{m}", "--views", "3"],
+            "--views must be one of 1, 2, 4, 8, got 3",
         ),
         (
             ["count", "{d}/a.tif", "--out", "{t}/c.csv", "--model", "{m}", "--rois", "{d}/far.csv"],

@@ -58,7 +58,7 @@ def test_counting_path_equals_the_papers_network_full_forward(domain):
 
 def test_iter_count_equals_full_forward_on_the_chamber_crops(checkpoint, frames):
     regions = [(0, 0, 96, 80), (10, 70, 90, 160)]
-    result = count(frames, checkpoint, regions, batch_size=4, device="cpu")
+    result = count(frames, checkpoint, regions, batch_size=4, device="cpu", views=1)
     crops = chamber_crops(frames, regions, checkpoint.normalization)
     expected = _full_forward_counts(checkpoint, crops).reshape(10, 2)
     np.testing.assert_allclose(result.estimates, expected, rtol=1e-5, atol=1e-5)
@@ -66,6 +66,42 @@ def test_iter_count_equals_full_forward_on_the_chamber_crops(checkpoint, frames)
     np.testing.assert_array_equal(result.counts, np.clip(np.floor(expected + 0.5), 0, None))
     np.testing.assert_array_equal(result.frames, np.arange(10))
     assert result.regions == regions
+
+
+def test_eight_views_average_every_turn_and_mirror_image(checkpoint, frames):
+    regions = [(0, 0, 96, 80), (10, 70, 90, 160)]
+    result = count(frames, checkpoint, regions, batch_size=4, device="cpu")  # the default: 8
+    crops = chamber_crops(frames, regions, checkpoint.normalization)
+    turned = [np.rot90(crops, k, axes=(-2, -1)) for k in range(4)]
+    orientations = turned + [np.flip(t, -1) for t in turned]
+    expected = np.mean(
+        [_full_forward_counts(checkpoint, np.ascontiguousarray(o)) for o in orientations], axis=0
+    )
+    np.testing.assert_allclose(result.estimates.ravel(), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("views", "moves"),
+    [(2, ["mirror"]), (4, ["mirror", "flip"]), (8, ["mirror", "flip", "transpose"])],
+)
+def test_the_count_does_not_change_when_the_chamber_is_turned_or_mirrored(
+    checkpoint, frames, views, moves
+):
+    frame = frames[:1]
+    reference = count(frame, checkpoint, device="cpu", views=views).estimates
+    move = {
+        "mirror": frame[..., ::-1],
+        "flip": frame[:, ::-1],
+        "transpose": frame.transpose(0, 2, 1),
+    }
+    for name in moves:
+        other = count(np.ascontiguousarray(move[name]), checkpoint, device="cpu", views=views)
+        np.testing.assert_allclose(other.estimates, reference, rtol=1e-5, atol=1e-5, err_msg=name)
+    one = count(frame, checkpoint, device="cpu", views=1).estimates
+    mirrored = count(np.ascontiguousarray(frame[..., ::-1]), checkpoint, device="cpu", views=1)
+    assert not np.allclose(mirrored.estimates, one, atol=1e-5)  # one view alone is not invariant
+    with pytest.raises(ValueError, match="views must be one of"):
+        count(frame, checkpoint, device="cpu", views=3)
 
 
 def test_counts_do_not_depend_on_the_batch_size(checkpoint, frames):

@@ -93,8 +93,12 @@ def test_rerun_updates_the_layers_in_place_and_keeps_the_users_choices(
     assert layers[COUNT_ROLE].nshapes == 2 and layers[RECONSTRUCTION_ROLE].visible
     assert dock.result.regions == [(0, 0, 128, 64), (0, 64, 128, 128)]
     assert dock._plot.counts.shape == (12, 2)
+    assert dock._views.value == 8  # every orientation, unless the user wants speed
+    dock._views.value = 1
     _count_now(dock, qtbot)
     assert len(viewer.layers) == n_layers
+    fast = count(series, load_checkpoint(model_file), dock.result.regions, device="cpu", views=1)
+    np.testing.assert_allclose(dock.result.estimates, fast.estimates, atol=1e-5)
     # The plugin's own layers are never offered as input.
     assert [layer for _, layer in dock._chamber_choices() if layer is not None] == [chambers]
     assert [layer for _, layer in dock._image_choices()] == [image]

@@ -58,7 +58,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.labels}: {err}") from None
     frames = sorted(table)
     result = count(
-        stack, checkpoint, batch_size=args.batch_size, device=device, frame_indices=frames
+        stack,
+        checkpoint,
+        batch_size=args.batch_size,
+        device=device,
+        frame_indices=frames,
+        views=args.views,
     )
     metrics = count_metrics(result.estimates[:, 0], labels.counts[frames, 0])
     print(

@@ -46,6 +46,16 @@ activations still fit the caches; 128 and more spill and slow down."""
 
 CSV_COLUMNS = ("frame", "chamber", "count", "estimate")
 
+VIEWS = (1, 2, 4, 8)
+"""How many orientations of each chamber a count can average: the crop as it is, mirrored
+left-right, upside down, turned half-way, and (8) the same four of the transposed crop."""
+
+DEFAULT_VIEWS = 8
+"""Counts average all eight orientations. A cell count does not depend on how the chamber is
+turned, and the network saw every turn and flip in training, yet its estimates for the eight
+differ (by a third of a cell on average on synthetic test images); their mean is the better
+count (README, "How well it counts") at an eighth of the speed."""
+
 
 @dataclasses.dataclass(frozen=True)
 class CountProgress:
@@ -135,6 +145,23 @@ class CountingPath(nn.Module):
         return h.squeeze(-1)
 
 
+def _check_views(views: int) -> int:
+    if views not in VIEWS:
+        raise ValueError(f"views must be one of {VIEWS}, got {views!r}")
+    return int(views)
+
+
+def averaged_count(path: nn.Module, images: torch.Tensor, views: int) -> torch.Tensor:
+    """The mean of ``path``'s estimates over the first ``views`` orientations of each image."""
+    total = None
+    for transpose in (False, True)[: 1 + (views == 8)]:
+        base = images.transpose(-2, -1) if transpose else images
+        for dims in ((), (-1,), (-2,), (-2, -1))[: min(views, 4)]:
+            estimate = path(base.flip(dims) if dims else base).float()
+            total = estimate if total is None else total + estimate
+    return total / views
+
+
 # -- inputs ----------------------------------------------------------------------------------
 def _frames_of(frames) -> np.ndarray:
     """A path (read lazily: memory-mapped when the TIFF allows) or an array, as (T, H, W)."""
@@ -209,6 +236,7 @@ def iter_count(
     *,
     frame_indices: Sequence[int] | np.ndarray | None = None,
     domain: str = "natural",
+    views: int = DEFAULT_VIEWS,
 ) -> Generator[CountProgress, None, CountResult]:
     """Count the cells of every chamber in every frame, one batch at a time.
 
@@ -216,10 +244,12 @@ def iter_count(
     ``checkpoint``: a loaded :class:`Checkpoint`, ``"default"`` or a checkpoint file.
     ``regions``: chamber rectangles (top, left, bottom, right); none = the whole frame.
     ``frame_indices``: count only these frames (e.g. the labeled ones); rows follow their order.
+    ``views``: orientations of each chamber averaged (:data:`VIEWS`); 1 is eight times faster.
     Yields :class:`CountProgress` after each batch (closing the generator stops between batches);
     returns a :class:`CountResult`.
     """
     batch_size = _check_batch_size(batch_size)
+    views = _check_views(views)
     stack = _frames_of(frames)
     boxes = check_regions(regions, stack.shape[1:])
     indices = _check_indices(frame_indices, stack.shape[0])
@@ -241,7 +271,7 @@ def iter_count(
         with torch.inference_mode():
             for i in range(0, len(images), batch_size):  # many chambers: split a frame's crops
                 chunk = images[i : i + batch_size].to(target, non_blocking=True)
-                out[i : i + batch_size] = path(chunk).float().cpu().numpy()
+                out[i : i + batch_size] = averaged_count(path, chunk, views).cpu().numpy()
         estimates[start:stop] = out.reshape(stop - start, n_chambers)
         yield CountProgress(stop, total)
     frame_numbers = np.arange(total, dtype=np.int64) if indices is None else indices.copy()
@@ -263,6 +293,7 @@ def count(
     *,
     frame_indices: Sequence[int] | np.ndarray | None = None,
     domain: str = "natural",
+    views: int = DEFAULT_VIEWS,
 ) -> CountResult:
     """:func:`iter_count` run to the end."""
     return drain(
@@ -274,6 +305,7 @@ def count(
             device,
             frame_indices=frame_indices,
             domain=domain,
+            views=views,
         )
     )
 
