@@ -56,8 +56,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--views",
         type=int,
         default=DEFAULT_VIEWS,
-        help=f"{', '.join(map(str, VIEWS))}: orientations of each chamber whose counts are averaged (default {DEFAULT_VIEWS}; "
-        "1 is eight times faster and a little less exact)",
+        help=(
+            f"{', '.join(map(str, VIEWS))}: orientations of each chamber whose counts are "
+            f"averaged (default {DEFAULT_VIEWS}; 1 runs the network once per chamber instead of "
+            "eight times and counts a little less exactly)"
+        ),
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda[:N] or mps")
 

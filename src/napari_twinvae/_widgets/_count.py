@@ -86,7 +86,7 @@ class CountDock(Container):
             choices=[(f"{n} (fastest)" if n == 1 else str(n), n) for n in VIEWS],
             value=DEFAULT_VIEWS,
             tooltip="each chamber is counted turned and mirrored this many ways and the counts "
-            "averaged: 8 counts best, 1 is eight times faster",
+            "averaged: 8 counts best, 1 runs the network an eighth as often",
         )
         self._device = ComboBox(
             label="device", choices=[(label, value) for value, label in available_devices()]

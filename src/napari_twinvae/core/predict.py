@@ -54,7 +54,7 @@ DEFAULT_VIEWS = 8
 """Counts average all eight orientations. A cell count does not depend on how the chamber is
 turned, and the network saw every turn and flip in training, yet its estimates for the eight
 differ (by a third of a cell on average on synthetic test images); their mean is the better
-count (README, "How well it counts") at an eighth of the speed."""
+count (README, "How well it counts"), for eight passes of the network per chamber instead of one."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,7 +244,7 @@ def iter_count(
     ``checkpoint``: a loaded :class:`Checkpoint`, ``"default"`` or a checkpoint file.
     ``regions``: chamber rectangles (top, left, bottom, right); none = the whole frame.
     ``frame_indices``: count only these frames (e.g. the labeled ones); rows follow their order.
-    ``views``: orientations of each chamber averaged (:data:`VIEWS`); 1 is eight times faster.
+    ``views``: orientations of each chamber averaged (:data:`VIEWS`), one network pass each.
     Yields :class:`CountProgress` after each batch (closing the generator stops between batches);
     returns a :class:`CountResult`.
     """
