@@ -65,14 +65,19 @@ def evaluate(checkpoint, n: int, seed: int, views: int | None = None) -> dict:
     return report
 
 
-def run_stage(natural, config, normalization, seed: int, renew: bool = False, clean_share=0.0):
+def run_stage(
+    natural, config, normalization, seed: int, renew=False, clean_share=0.0, touching=0.0
+):
     from napari_twinvae.core.pretrain import HardenedMix, PresetMix
     from napari_twinvae.core.train import Training
 
     renewal = (
-        HardenedMix(seed, normalization=normalization, clean_share=clean_share) if renew else None
+        HardenedMix(seed, normalization=normalization, clean_share=clean_share, touching=touching)
+        if renew
+        else None
     )
-    training = Training(natural, config, normalization, synthetic=PresetMix(seed), renew=renewal)
+    synthetic = PresetMix(seed, touching=touching)
+    training = Training(natural, config, normalization, synthetic=synthetic, renew=renewal)
     for progress in training.run():
         if progress.validation is not None:
             v = progress.validation
@@ -123,6 +128,13 @@ def main(argv=None) -> int:
         default=0.0,
         help="share of the natural twin's images (training and held out) left unhardened",
     )
+    parser.add_argument(
+        "--touching",
+        type=float,
+        default=0.0,
+        help="share of the training cells drawn as daughters touching an earlier cell, as in "
+        "a growing chamber (both twins)",
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--regressor-delay", type=int, default=1)
     parser.add_argument("--no-decoder", action="store_true", help="train without decoders")
@@ -149,7 +161,11 @@ def main(argv=None) -> int:
 
     normalization = Normalization()
     natural = realistic_set(
-        args.natural, seed=args.seed, normalization=normalization, clean_share=args.clean_share
+        args.natural,
+        seed=args.seed,
+        normalization=normalization,
+        clean_share=args.clean_share,
+        touching=args.touching,
     )
     config = TrainConfig(
         init=args.init,
@@ -169,15 +185,18 @@ def main(argv=None) -> int:
         mixed_precision=not args.float32,
     )
     result = run_stage(
-        natural, config, normalization, args.seed, renew=args.renew, clean_share=args.clean_share
-    )
+        natural, config, normalization, args.seed, renew=args.renew,
+        clean_share=args.clean_share, touching=args.touching,
+    )  # fmt: skip
     summary = result.summary()
     summary["recipe"] = {
         "command": "python scripts/train_default.py " + " ".join(argv or sys.argv[1:]),
         "natural": f"{args.natural} hardened synthetic images of both presets (core.pretrain)"
         + (f", {args.clean_share:.0%} of them left clean" if args.clean_share else "")
+        + (f", {args.touching:.0%} of the cells touching another" if args.touching else "")
         + (", the training ones new every epoch" if args.renew else ""),
-        "synthetic": "fresh clean images of both presets every epoch",
+        "synthetic": "fresh clean images of both presets every epoch"
+        + (f", {args.touching:.0%} of the cells touching another" if args.touching else ""),
     }
     save_checkpoint(args.out, result.model, normalization=normalization, summary=summary, half=True)
     if args.decoder_minutes > 0:
@@ -186,7 +205,7 @@ def main(argv=None) -> int:
             config, init=str(args.out), freeze="counting", decoder=True, epochs=None,
             minutes=args.decoder_minutes, regressor_delay=0, dropout=0.0,
         )  # fmt: skip
-        result = run_stage(natural, decoders, normalization, args.seed)
+        result = run_stage(natural, decoders, normalization, args.seed, touching=args.touching)
         summary["decoder_stage"] = result.summary()
     save_checkpoint(args.out, result.model, normalization=normalization, summary=summary, half=True)
     # Report on what ships: the half-precision file, loaded as float32.

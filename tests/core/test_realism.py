@@ -77,3 +77,15 @@ def test_a_clean_share_keeps_that_many_scenes_unhardened():
     assert np.array_equal(realistic_set(8, seed=2, clean_share=0.0).frames, plain.frames)
     with pytest.raises(ValueError, match="clean_share"):
         HardenedMix(clean_share=1.5)
+
+
+def test_touching_reaches_both_twins_training_scenes():
+    from napari_twinvae.core.pretrain import HardenedMix, PresetMix
+
+    for mix in (PresetMix(seed=1, touching=0.3), HardenedMix(seed=1, touching=0.3)):
+        assert all(config.touching == 0.3 for config in mix.configs)
+        assert mix.describe()["touching"] == 0.3
+    # the same seed without daughters draws other scenes
+    a, _ = PresetMix(seed=1, touching=0.3).images(16, epoch=0)
+    b, _ = PresetMix(seed=1).images(16, epoch=0)
+    assert not np.array_equal(a, b)

@@ -75,6 +75,44 @@ def test_cells_overlap_no_more_than_allowed(preset):
         assert (dist[off_diagonal] >= allowed[off_diagonal] - 1e-9).all()
 
 
+@pytest.mark.parametrize("preset", ["bf", "pc"])
+def test_touching_places_daughters_beside_earlier_cells_within_the_rules(preset):
+    base = dataclasses.replace(SynthConfig.preset(preset), touching=0.0)
+    counts = np.random.default_rng(0).integers(2, 16, size=60)
+
+    def gaps(config):
+        # per cell after the first: the gap between its circle and the nearest earlier one
+        cells = place_cells(counts, config, np.random.default_rng(5))
+        out = []
+        for frame in range(counts.size):
+            i = cells.frame == frame
+            y, x, r = cells.cy[i], cells.cx[i], cells.radius[i]
+            for j in range(1, r.size):
+                out.append((np.hypot(y[:j] - y[j], x[:j] - x[j]) - r[:j] - r[j]).min())
+        return cells, np.array(out)
+
+    _, free = gaps(base)
+    cells, paired = gaps(dataclasses.replace(base, touching=0.5))
+    half_apart = np.isclose(paired, 0.5)
+    assert not np.isclose(free, 0.5).any()
+    assert 0.35 < half_apart.mean() < 0.55  # most daughters fit beside a mother
+    # daughters obey the margins and the overlap rule like every other cell
+    left, right, top, bottom = base.margins
+    assert (cells.cx - cells.radius >= left).all() and (
+        cells.cx + cells.radius <= 127 - right
+    ).all()
+    assert (cells.cy - cells.radius >= top).all() and (
+        cells.cy + cells.radius <= 127 - bottom
+    ).all()
+    assert (paired >= -base.overlap - 1e-9).all()
+    np.testing.assert_array_equal(np.bincount(cells.frame, minlength=counts.size), counts)
+    # no daughters, no extra draw: a config without them keeps its images
+    plain = generate(6, SynthConfig.preset(preset), rng=3)
+    np.testing.assert_array_equal(generate(6, base, rng=3).images, plain.images)
+    with pytest.raises(ValueError, match="touching"):
+        SynthConfig(touching=1.5)
+
+
 def test_count_histogram_of_5000_images_matches_the_weights():
     # Each bin's share has a standard error below 0.0031 at n = 5,000; 0.015 is about 5 of them.
     tolerance = 0.015

@@ -34,17 +34,23 @@ def pretraining_weights() -> np.ndarray:
     return weights / weights.sum()
 
 
-def _preset_configs() -> list[SynthConfig]:
+def _preset_configs(touching: float = 0.0) -> list[SynthConfig]:
     weights = tuple(pretraining_weights().tolist())
-    return [dataclasses.replace(SynthConfig.preset(p), count_weights=weights) for p in PRESETS]
+    return [
+        dataclasses.replace(SynthConfig.preset(p), count_weights=weights, touching=touching)
+        for p in PRESETS
+    ]
 
 
 class PresetMix:
-    """Fresh clean synthetic images of both presets, half each, new every epoch (seeded)."""
+    """Fresh clean synthetic images of both presets, half each, new every epoch (seeded).
 
-    def __init__(self, seed: int = 0) -> None:
+    ``touching``: the share of cells drawn as daughters beside an earlier cell (SynthConfig).
+    """
+
+    def __init__(self, seed: int = 0, touching: float = 0.0) -> None:
         self.seed = int(seed)
-        self.configs = _preset_configs()
+        self.configs = _preset_configs(touching)
 
     def images(self, n: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng([self.seed, 6007, int(epoch)])
@@ -55,6 +61,7 @@ class PresetMix:
             "presets": list(PRESETS),
             "background": "plain, per preset",
             "counts": "pretraining",
+            "touching": self.configs[0].touching,
         }
 
 
@@ -78,21 +85,26 @@ class HardenedMix:
         realism: RealismConfig | None = None,
         normalization: Normalization | None = None,
         clean_share: float = 0.0,
+        touching: float = 0.0,
     ) -> None:
         self.seed = int(seed)
         self.realism = realism
         self.normalization = normalization
         self.clean_share = _check_share(clean_share)
+        self.configs = _preset_configs(touching)
 
     def images(self, n: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng([self.seed, 4099, int(epoch)])
-        return _hardened(int(n), rng, self.realism, self.normalization, self.clean_share)
+        return _hardened(
+            int(n), rng, self.configs, self.realism, self.normalization, self.clean_share
+        )
 
     def describe(self) -> dict:
         return {
             "presets": list(PRESETS),
             "rendering": "hardened (core.realism)",
             "clean_share": self.clean_share,
+            "touching": self.configs[0].touching,
             "per_epoch": "new",
         }
 
@@ -103,14 +115,19 @@ def realistic_set(
     realism: RealismConfig | None = None,
     normalization: Normalization | None = None,
     clean_share: float = 0.0,
+    touching: float = 0.0,
 ) -> NaturalSet:
     """``n`` hardened synthetic images of both presets, all labeled, normalised for counting.
 
     ``clean_share`` of them (drawn per image) keep the clean rendering, so the natural twin also
     knows a noiseless, evenly lit chamber; without any, it counts an empty clean chamber as two.
+    ``touching`` places that share of the cells as daughters beside an earlier cell.
     """
     rng = np.random.default_rng([int(seed), 4099])
-    frames, counts = _hardened(int(n), rng, realism, normalization, _check_share(clean_share))
+    configs = _preset_configs(touching)
+    frames, counts = _hardened(
+        int(n), rng, configs, realism, normalization, _check_share(clean_share)
+    )
     return NaturalSet(frames, counts, np.ones(n, dtype=bool))
 
 
@@ -120,8 +137,7 @@ def _check_share(share: float) -> float:
     return float(share)
 
 
-def _hardened(n, rng, realism, normalization, clean_share: float = 0.0, chunk: int = 2048):
-    configs = _preset_configs()
+def _hardened(n, rng, configs, realism, normalization, clean_share=0.0, chunk: int = 2048):
     frames = np.empty((n, 128, 128), dtype=np.float32)
     counts = np.empty(n, dtype=np.int64)
     for start in range(0, n, chunk):  # in chunks: the float64 temporaries stay small

@@ -127,6 +127,7 @@ class SynthConfig(JsonConfig):
     blur_mix: float = 0.5  # share of the blurred copy in the drawn layer
     background_level: float = 110.0
     noise_std: float = 0.0  # additive Gaussian noise on the finished image, gray levels
+    touching: float = 0.0  # share of cells placed touching an earlier one, as a fresh daughter
     count_weights: tuple[float, ...] = tuple(paper_count_weights().tolist())
 
     def __post_init__(self) -> None:
@@ -142,6 +143,8 @@ class SynthConfig(JsonConfig):
             )
         if self.overlap < 0 or self.deform < 0 or self.rim_width < 0 or self.noise_std < 0:
             raise ValueError("overlap, deform, rim_width and noise_std must not be negative")
+        if not 0 <= self.touching <= 1:
+            raise ValueError(f"touching is a share in [0, 1], got {self.touching}")
         if self.blur_sigma < 0 or not 0 <= self.blur_mix <= 1:
             raise ValueError("blur_sigma must not be negative and blur_mix must lie in [0, 1]")
         weights = np.asarray(self.count_weights, dtype=np.float64)
@@ -251,6 +254,10 @@ def place_cells(counts: np.ndarray, config: SynthConfig, rng: np.random.Generato
     Cell ``j`` of every image is placed in the same round: each image draws a batch of candidate
     circles inside its margins and keeps the first one that overlaps no earlier cell by more than
     ``config.overlap``. Late rounds try the smallest radius, so 30 cells fit the authors' chambers.
+
+    With ``config.touching``, that share of the cells after the first (drawn per cell) is a
+    daughter: its early candidates sit just outside a random earlier cell, half a pixel apart, as
+    a cell looks right after division; where none fits, it is placed freely like the others.
     """
     counts = np.asarray(counts, dtype=np.int64)
     b = counts.size
@@ -261,6 +268,12 @@ def place_cells(counts: np.ndarray, config: SynthConfig, rng: np.random.Generato
     left, right, top, bottom = config.margins
     for j in range(k):
         todo = np.flatnonzero(counts > j)
+        # no draw without daughters, so a config without them keeps its images
+        daughter = (
+            rng.random(todo.size) < config.touching
+            if j > 0 and config.touching > 0
+            else np.zeros(todo.size, dtype=bool)
+        )
         for round_ in range(_ROUNDS):
             size = (todo.size, _CANDIDATES)
             if round_ < _ROUNDS // 2:
@@ -269,9 +282,18 @@ def place_cells(counts: np.ndarray, config: SynthConfig, rng: np.random.Generato
                 r = np.full(size, float(config.radius_min))
             y = rng.uniform(top + r, IMAGE_SIZE - 1 - bottom - r)
             x = rng.uniform(left + r, IMAGE_SIZE - 1 - right - r)
+            beside = np.flatnonzero(daughter) if round_ < _ROUNDS // 4 else np.empty(0, int)
+            if beside.size:
+                y[beside], x[beside] = _beside_mother(
+                    cy[todo[beside], :j], cx[todo[beside], :j], radius[todo[beside], :j],
+                    r[beside], rng,
+                )  # fmt: skip
             # distance of every candidate to every earlier cell of its image: (todo, C, j)
             dist = np.hypot(y[..., None] - cy[todo, None, :j], x[..., None] - cx[todo, None, :j])
             ok = (dist >= r[..., None] + radius[todo, None, :j] - config.overlap).all(axis=2)
+            # free candidates are drawn inside the margins; a daughter may fall outside them
+            ok &= (y >= top + r) & (y <= IMAGE_SIZE - 1 - bottom - r)
+            ok &= (x >= left + r) & (x <= IMAGE_SIZE - 1 - right - r)
             found = ok.any(axis=1)
             pick = ok.argmax(axis=1)[found]
             done = todo[found]
@@ -279,6 +301,7 @@ def place_cells(counts: np.ndarray, config: SynthConfig, rng: np.random.Generato
             cx[done, j] = x[found, pick]
             radius[done, j] = r[found, pick]
             todo = todo[~found]
+            daughter = daughter[~found]
             if todo.size == 0:
                 break
         else:
@@ -288,6 +311,16 @@ def place_cells(counts: np.ndarray, config: SynthConfig, rng: np.random.Generato
             )
     frame, index = np.nonzero(np.arange(k)[None, :] < counts[:, None])
     return dress_cells(frame, cy[frame, index], cx[frame, index], radius[frame, index], config, rng)
+
+
+def _beside_mother(cy, cx, radius, r, rng: np.random.Generator):
+    """Candidate centres half a pixel outside a random earlier cell (one row per image: the
+    earlier cells' ``cy, cx, radius`` and the candidates' radii ``r``)."""
+    rows = np.arange(r.shape[0])[:, None]
+    mother = rng.integers(0, cy.shape[1], size=r.shape)
+    angle = rng.uniform(0.0, 2.0 * np.pi, size=r.shape)
+    reach = radius[rows, mother] + r + 0.5
+    return cy[rows, mother] + reach * np.sin(angle), cx[rows, mother] + reach * np.cos(angle)
 
 
 def dress_cells(frame, cy, cx, radius, config: SynthConfig, rng: np.random.Generator) -> Cells:
