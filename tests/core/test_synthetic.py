@@ -53,18 +53,20 @@ def test_centres_respect_the_margins_even_when_crowded(preset):
     assert (y >= top).all() and (y <= 127 - bottom).all()
 
 
+def _assert_inside_margins(cells, config):
+    left, right, top, bottom = config.margins
+    assert (cells.cx - cells.radius >= left).all()
+    assert (cells.cx + cells.radius <= 127 - right).all()
+    assert (cells.cy - cells.radius >= top).all()
+    assert (cells.cy + cells.radius <= 127 - bottom).all()
+
+
 @pytest.mark.parametrize("preset", ["bf", "pc"])
 def test_cells_overlap_no_more_than_allowed(preset):
     config = SynthConfig.preset(preset)
     rng = np.random.default_rng(3)
     cells = place_cells(np.full(30, MAX_COUNT), config, rng)
-    left, right, top, bottom = config.margins
-    assert (cells.cx - cells.radius >= left).all() and (
-        cells.cx + cells.radius <= 127 - right
-    ).all()
-    assert (cells.cy - cells.radius >= top).all() and (
-        cells.cy + cells.radius <= 127 - bottom
-    ).all()
+    _assert_inside_margins(cells, config)
     assert ((cells.radius >= config.radius_min) & (cells.radius < config.radius_max)).all()
     for frame in range(30):
         i = cells.frame == frame
@@ -97,13 +99,7 @@ def test_touching_places_daughters_beside_earlier_cells_within_the_rules(preset)
     assert not np.isclose(free, 0.5).any()
     assert 0.35 < half_apart.mean() < 0.55  # most daughters fit beside a mother
     # daughters obey the margins and the overlap rule like every other cell
-    left, right, top, bottom = base.margins
-    assert (cells.cx - cells.radius >= left).all() and (
-        cells.cx + cells.radius <= 127 - right
-    ).all()
-    assert (cells.cy - cells.radius >= top).all() and (
-        cells.cy + cells.radius <= 127 - bottom
-    ).all()
+    _assert_inside_margins(cells, base)
     assert (paired >= -base.overlap - 1e-9).all()
     np.testing.assert_array_equal(np.bincount(cells.frame, minlength=counts.size), counts)
     # no daughters, no extra draw: a config without them keeps its images
