@@ -32,6 +32,7 @@ FEW_CELLS = 5
 _CHUNK = 512  # images per internal chunk: bounds the working memory beside the output
 _CANDIDATES = 24  # candidate positions tried at once per image and round
 _ROUNDS = 40  # rounds of candidates before a cell is declared impossible to place
+_DAUGHTER_GAP = 0.5  # pixels between a fresh daughter's circle and its mother's
 
 
 def paper_count_weights(max_count: int = MAX_COUNT) -> np.ndarray:
@@ -291,9 +292,10 @@ def place_cells(counts: np.ndarray, config: SynthConfig, rng: np.random.Generato
             # distance of every candidate to every earlier cell of its image: (todo, C, j)
             dist = np.hypot(y[..., None] - cy[todo, None, :j], x[..., None] - cx[todo, None, :j])
             ok = (dist >= r[..., None] + radius[todo, None, :j] - config.overlap).all(axis=2)
-            # free candidates are drawn inside the margins; a daughter may fall outside them
-            ok &= (y >= top + r) & (y <= IMAGE_SIZE - 1 - bottom - r)
-            ok &= (x >= left + r) & (x <= IMAGE_SIZE - 1 - right - r)
+            if beside.size:  # free candidates are drawn inside the margins, daughters may not be
+                yb, xb, rb = y[beside], x[beside], r[beside]
+                ok[beside] &= (yb >= top + rb) & (yb <= IMAGE_SIZE - 1 - bottom - rb)
+                ok[beside] &= (xb >= left + rb) & (xb <= IMAGE_SIZE - 1 - right - rb)
             found = ok.any(axis=1)
             pick = ok.argmax(axis=1)[found]
             done = todo[found]
@@ -314,12 +316,12 @@ def place_cells(counts: np.ndarray, config: SynthConfig, rng: np.random.Generato
 
 
 def _beside_mother(cy, cx, radius, r, rng: np.random.Generator):
-    """Candidate centres half a pixel outside a random earlier cell (one row per image: the
-    earlier cells' ``cy, cx, radius`` and the candidates' radii ``r``)."""
+    """Candidate centres just outside a random earlier cell (one row per image: the earlier
+    cells' ``cy, cx, radius`` and the candidates' radii ``r``)."""
     rows = np.arange(r.shape[0])[:, None]
     mother = rng.integers(0, cy.shape[1], size=r.shape)
     angle = rng.uniform(0.0, 2.0 * np.pi, size=r.shape)
-    reach = radius[rows, mother] + r + 0.5
+    reach = radius[rows, mother] + r + _DAUGHTER_GAP
     return cy[rows, mother] + reach * np.sin(angle), cx[rows, mother] + reach * np.cos(angle)
 
 
@@ -500,7 +502,8 @@ def synthetic_timeseries(preset: str = "pc", n_frames: int = 60, seed: int = 0) 
                 continue
             r = float(rng.integers(cfg.radius_min, cfg.radius_max))
             for angle in rng.uniform(0, 2 * np.pi, size=12):
-                spot = pos[i] + (radius[i] + r + 0.5) * np.array([np.sin(angle), np.cos(angle)])
+                reach = radius[i] + r + _DAUGHTER_GAP
+                spot = pos[i] + reach * np.array([np.sin(angle), np.cos(angle)])
                 if _fits(spot, r, pos, radius, low, high, cfg.overlap):
                     pos.append(spot)
                     radius.append(r)
