@@ -130,6 +130,35 @@ def test_evaluate_reads_napari_points_and_reports_undefined_mre_as_null(files, t
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["mre"] is None
 
 
+def _shapes_csv(path, *rectangles):
+    rows = ["index,shape-type,vertex-index,axis-0,axis-1"]
+    for i, (y0, x0, y1, x1) in enumerate(rectangles):
+        for v, (y, x) in enumerate([(y0, x0), (y0, x1), (y1, x1), (y1, x0)]):
+            rows.append(f"{i},rectangle,{v},{y},{x}")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_a_chamber_mostly_outside_the_frame_is_refused_a_slight_overhang_clipped(
+    files, tmp_path, capsys, caplog
+):
+    # found on a new-user walk: drawn at 100-300 on a 128-px frame, the 28x28 corner inside was
+    # blown up and counted as 48 cells, exit 0
+    _, _, model = files
+    tifffile.imwrite(tmp_path / "s.tif", np.zeros((2, 128, 128), np.uint8))
+    out = tmp_path / "c.csv"
+    argv = ["count", str(tmp_path / "s.tif"), "--out", str(out), "--model", str(model)]
+    far = _shapes_csv(tmp_path / "far.csv", (100, 100, 300, 300))
+    assert main([*argv, "--rois", str(far)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "98% outside the 128x128 frame" in err[0], err
+    assert not out.exists()
+    near = _shapes_csv(tmp_path / "near.csv", (-3, 0, 128, 128))
+    assert main([*argv, "--rois", str(near)]) == 0
+    assert "chamber 0 (-3:128, 0:128) reaches past" in caplog.text
+    assert len(_rows(out)) == 1 + 2
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -88,6 +88,21 @@ def test_points_csv_and_chamber_rectangles(files, tmp_path, capsys):
     assert summary["labeled"]["training"] + summary["labeled"]["validation"] == 8
 
 
+def test_a_chamber_mostly_outside_the_frame_is_refused(files, tmp_path, capsys):
+    rois = tmp_path / "rois.csv"
+    rois.write_text(
+        "index,shape-type,vertex-index,axis-0,axis-1\n"
+        "0,rectangle,0,100,100\n0,rectangle,1,100,300\n0,rectangle,2,300,300\n"
+        "0,rectangle,3,300,100\n"
+    )
+    out = tmp_path / "model.pt"
+    out.write_bytes(b"an older model")
+    assert main(_train(files, tmp_path, "--rois", str(rois))) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "outside the 128x128 frame" in lines[0], lines
+    assert out.read_bytes() == b"an older model"
+
+
 @pytest.mark.parametrize(
     ("setup", "message"),
     [

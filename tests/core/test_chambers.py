@@ -64,7 +64,7 @@ def test_nan_frames_are_refused():
 
 
 def test_regions_are_clipped_or_refused():
-    assert check_regions([(-3, -2, 50, 60)], (40, 40)) == [(0, 0, 40, 40)]
+    assert check_regions([(-2, -1, 41, 42)], (40, 40)) == [(0, 0, 40, 40)]
     assert check_regions(None, (40, 50)) == [(0, 0, 40, 50)]
     with pytest.raises(ValueError, match="chamber 1"):
         check_regions([(0, 0, 20, 20), (100, 100, 150, 150)], (40, 40))
@@ -98,3 +98,20 @@ def test_chunked_crops_report_progress_and_equal_the_whole():
     np.testing.assert_array_equal(
         drain(iter_chamber_crops(frames, regions, chunk=2)), chamber_crops(frames, regions)
     )
+
+
+def test_a_rectangle_mostly_outside_the_frame_is_refused_not_blown_up():
+    # drawn at 100-300 on a 128-px frame: only its 28x28 corner lies inside
+    with pytest.raises(ValueError, match=r"chamber 0 .*98% outside the 128x128 frame"):
+        check_regions([(100, 100, 300, 300)], (128, 128))
+    with pytest.raises(ValueError, match="chamber 1"):
+        check_regions([(0, 0, 64, 64), (0, 60, 64, 100)], (64, 80))  # 20 of 40 px outside
+
+
+def test_a_rectangle_a_little_past_the_edge_is_clipped_with_a_note():
+    from napari_twinvae.core.chambers import fit_regions
+
+    regions, notes = fit_regions([(-5, 10, 60, 70), (0, 0, 64, 64)], (64, 80))
+    assert regions == [(0, 10, 60, 70), (0, 0, 64, 64)]
+    assert len(notes) == 1 and notes[0].startswith("chamber 0 (-5:60, 10:70) reaches past")
+    assert fit_regions(None, (64, 80)) == ([(0, 0, 64, 80)], [])

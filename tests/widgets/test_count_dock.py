@@ -204,3 +204,49 @@ def test_the_dock_opens_from_the_manifest(make_napari_viewer, qtbot, model_file,
     dock.use_model(model_file)
     _count_now(dock, qtbot)
     assert dock.result.counts.shape == (12, 1)
+
+
+def _messages(monkeypatch):
+    seen = {"error": [], "warning": [], "info": []}
+    for kind, shown in seen.items():
+        monkeypatch.setattr(_count, f"show_{kind}", shown.append)
+    return seen
+
+
+def test_a_chamber_mostly_outside_the_frame_is_refused_a_slight_overhang_clipped(
+    make_napari_viewer, qtbot, model_file, monkeypatch
+):
+    # found on a new-user walk: drawn at 100-300 on a 128-px frame, the 28x28 corner inside
+    # was blown up and counted as 48-49 cells
+    seen = _messages(monkeypatch)
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((2, 128, 128), np.float32), name="frames")
+    far = viewer.add_shapes([[[100, 100], [100, 300], [300, 300], [300, 100]]], name="far")
+    dock = _dock(viewer, model_file)
+    dock._chambers.value = far
+    dock._on_count()
+    assert "98% outside the 128x128 frame" in seen["error"][-1]
+    assert dock._worker is None and dock._status.value.startswith("not counted: ")
+    near = viewer.add_shapes([[[-3, 0], [-3, 128], [128, 128], [128, 0]]], name="near")
+    dock._chambers.value = near
+    _count_now(dock, qtbot)
+    assert any("reaches past" in w for w in seen["warning"])
+    assert dock.result.regions == [(0, 0, 128, 128)]
+
+
+def test_a_failed_count_says_so_in_the_status_line(
+    make_napari_viewer, qtbot, model_file, monkeypatch
+):
+    # found on a new-user walk: "counting ..." stayed after an error
+    seen = _messages(monkeypatch)
+    monkeypatch.setattr(_count, "show_error", seen["error"].append)
+    monkeypatch.setattr("napari_twinvae._widgets._workers.show_error", seen["error"].append)
+    viewer = make_napari_viewer()
+    frames = np.zeros((3, 128, 128), np.float32)
+    frames[1, 4, 4] = np.nan
+    viewer.add_image(frames, name="nan")
+    dock = _dock(viewer, model_file)
+    _count_now(dock, qtbot)
+    assert "NaN" in seen["error"][-1]
+    assert dock._status.value.startswith("counting failed: frame 1: ")
+    assert dock._count_button.enabled and dock.result is None

@@ -425,3 +425,22 @@ def test_dock_opens_from_the_manifest(make_napari_viewer):
     assert isinstance(dock, LabelTrainDock) and dock.labeling.image.value.name == "frames"
     assert {"auto", "cpu"} <= set(dock._device.choices)
     assert dock._start_model.value in ("default", "scratch") and dock._epochs.value == 50
+
+
+def test_a_chamber_mostly_outside_the_frame_is_refused_and_said_in_the_status(
+    dock_on, messages, monkeypatch
+):
+    viewer, image, dock = dock_on(np.zeros((3, 128, 128), dtype=np.uint8))
+    dock.labeling.ensure_annotation().add([[0, 50, 50]])
+    started = []
+    monkeypatch.setattr(_label_train, "start_worker", lambda *a, **k: started.append(a))
+    dock.status.value = "finished after 3 epoch(s)"  # an earlier run's line
+    far = viewer.add_shapes([[[100, 100], [100, 300], [300, 300], [300, 100]]], name="far")
+    dock.labeling.chambers.value = far
+    assert dock.start_training() is None and not started
+    assert "98% outside the 128x128 frame" in messages["error"][-1]
+    assert dock.status.value == f"not started: {messages['error'][-1]}"
+    near = viewer.add_shapes([[[-3, 0], [-3, 128], [128, 128], [128, 0]]], name="near")
+    dock.labeling.chambers.value = near
+    dock.start_training()
+    assert started and any("reaches past" in w for w in messages["warning"])

@@ -80,7 +80,12 @@ def check_model_arguments(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from napari_twinvae.core.chambers import as_frames, read_regions_csv, resized_whole_frame
+    from napari_twinvae.core.chambers import (
+        as_frames,
+        fit_regions,
+        read_regions_csv,
+        resized_whole_frame,
+    )
     from napari_twinvae.core.io import read_stack
     from napari_twinvae.core.predict import iter_count, write_counts_csv
 
@@ -96,6 +101,13 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as err:
             message = str(err)
             raise UsageError(message if str(path) in message else f"{path}: {message}") from None
+        if regions is not None:
+            try:
+                _, notes = fit_regions(regions, stacks[-1].shape[1:])
+            except ValueError as err:
+                raise UsageError(f"{args.rois}: {err} (in {path})") from None
+            for note in notes:
+                log.warning("%s: %s", path, note)
         if resized_whole_frame(stacks[-1].shape, regions):
             log.warning(
                 "%s: whole %dx%d frames are resized to 128x128; pass --rois to count per chamber",

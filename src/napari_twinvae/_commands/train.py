@@ -168,7 +168,7 @@ def load_natural(images: Path, labels: Path, rois: Path | None, normalization):
     """The natural set of the CLI: stack, chamber rectangles and labels, checked against each other."""
     from napari_twinvae.core.chambers import (
         as_frames,
-        check_regions,
+        fit_regions,
         iter_chamber_crops,
         read_regions_csv,
         resized_whole_frame,
@@ -187,7 +187,13 @@ def load_natural(images: Path, labels: Path, rois: Path | None, normalization):
     n_frames = stack.shape[0]
     regions = None
     if rois is not None:
-        regions = check_regions(read_regions_csv(rois), stack.shape[1:])
+        rectangles = read_regions_csv(rois)
+        try:
+            regions, notes = fit_regions(rectangles, stack.shape[1:])
+        except ValueError as err:
+            raise UsageError(f"{rois}: {err}") from None
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
     elif resized_whole_frame(stack.shape, None):
         print(
             f"note: frames are {stack.shape[1]}x{stack.shape[2]}; each whole frame is resized "

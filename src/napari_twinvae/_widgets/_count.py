@@ -23,7 +23,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from napari_twinvae._widgets._growth import GrowthCurve
 from napari_twinvae._widgets._layers import OWNER_KEY, find_owned, update_or_add
 from napari_twinvae._widgets._workers import start_worker
-from napari_twinvae.core.chambers import check_regions, regions_from_shapes, resized_whole_frame
+from napari_twinvae.core.chambers import fit_regions, regions_from_shapes, resized_whole_frame
 from napari_twinvae.core.device import available_devices
 from napari_twinvae.core.io import default_model_path, load_model, resolve_model
 from napari_twinvae.core.predict import (
@@ -170,8 +170,11 @@ class CountDock(Container):
             job = self._snapshot()
         except ValueError as err:  # CheckpointError too
             show_error(str(err))
+            self._status.value = f"not counted: {err}"
             return
-        image, frames, model, regions = job
+        image, frames, model, regions, notes = job
+        for note in notes:
+            show_warning(f"{image.name}: {note}")
         if resized_whole_frame(frames.shape, regions):
             show_warning(
                 f"{image.name}: whole {frames.shape[-2]}x{frames.shape[-1]} frames are resized "
@@ -190,6 +193,7 @@ class CountDock(Container):
             int(self._views.value),
             yielded=self._on_progress,
             returned=lambda out: self._on_counted(image, regions, *out),
+            errored=self._on_errored,
             finished=self._on_finished,
         )
 
@@ -214,11 +218,11 @@ class CountDock(Container):
             model = Path(self._model_file.value)
             if not model.is_file():
                 raise ValueError(f"choose a model file (.pt); {model} is not a file")
-        regions = None
+        regions, notes = None, []
         if self._chambers.value is not None:
             regions = _regions_in(self._chambers.value, image)
-            check_regions(regions, frames.shape[-2:])
-        return image, frames, model, regions
+            _, notes = fit_regions(regions, frames.shape[-2:])
+        return image, frames, model, regions, notes
 
     def _set_running(self, running: bool) -> None:
         self._count_button.enabled = not running
@@ -234,6 +238,9 @@ class CountDock(Container):
         if self._worker is not None:
             self._worker.quit()
             self._status.value = "stopping ..."
+
+    def _on_errored(self, exc: BaseException) -> None:
+        self._status.value = f"counting failed: {exc}; nothing was changed"
 
     def _on_finished(self) -> None:
         if self._progress is not None:

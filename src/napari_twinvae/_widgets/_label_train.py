@@ -202,18 +202,20 @@ class LabelTrainDock(Container):
             return None
         try:
             frames = image_stack(self.labeling.image.value)
-            regions = self.labeling.regions()
+            regions, notes = self.labeling.fitted_regions()
             labels = self.labeling.labels(max_count=MAX_COUNT)
             config = self.config()
         except ValueError as err:  # CheckpointError included: nothing has changed yet
-            show_error(str(err))
-            return None
+            return self._refuse(str(err))
         if not labels.labeled.any():
-            show_error("no labeled frames yet: click the cells of some frames (or mark them empty)")
-            return None
+            return self._refuse(
+                "no labeled frames yet: click the cells of some frames (or mark them empty)"
+            )
         unsaved = self._trained is not None and self.model_path is None
         if unsaved and not self._confirm("The last trained model is not saved. Discard it?"):
             return None
+        for note in notes:
+            show_warning(note)
         if resized_whole_frame(frames.shape, regions):
             height, width = frames.shape[1:]
             show_warning(
@@ -279,6 +281,8 @@ class LabelTrainDock(Container):
     def _on_errored(self, exc: BaseException) -> None:
         self._job.failed = True
         self.status.value = f"training failed: {exc}"
+        self.plot.note = "training failed (see above); your labels are unchanged"
+        self.plot.update()
 
     def _on_finished(self) -> None:
         # Keep the worker referenced until the next run, as the Count cells dock does: a worker
@@ -294,6 +298,7 @@ class LabelTrainDock(Container):
             self._finish(job.training)  # stopped: the best model so far
         else:
             self.status.value = "stopped before training began"
+            self.plot.clear(self.status.value)
 
     def _finish(self, training: Training) -> None:
         result = training.result
@@ -390,6 +395,11 @@ class LabelTrainDock(Container):
         pbar.set_description(f"Twin-VAE training: {describe(report, short=True)}")
         if done > pbar.n and pbar is self._pbar:  # not closed meanwhile by the run's end
             pbar.update(min(done, total) - pbar.n)
+
+    def _refuse(self, reason: str) -> None:
+        """Say why a run does not start, in a notification and in the status line."""
+        show_error(reason)
+        self.status.value = f"not started: {reason}"
 
     def _confirm(self, question: str) -> bool:
         answer = QMessageBox.question(self.native, "Label & train", question)

@@ -26,7 +26,7 @@ from napari_twinvae._widgets._annotation import (
 )
 from napari_twinvae._widgets._forms import default_folder, file_stem, form, row, wrapping
 from napari_twinvae._widgets._layers import OWNER_KEY, find_owned, update_or_add
-from napari_twinvae.core.chambers import Region, check_regions, regions_from_shapes
+from napari_twinvae.core.chambers import Region, fit_regions, regions_from_shapes
 from napari_twinvae.core.config import IMAGE_SIZE
 from napari_twinvae.core.labels import Labels, labels_from_points, load_annotation, save_annotation
 
@@ -109,11 +109,16 @@ class LabelingPanel(Container):
 
     def regions(self) -> list[Region] | None:
         """The chambers' rectangles, checked against the frame; None without chambers."""
+        return self.fitted_regions()[0]
+
+    def fitted_regions(self) -> tuple[list[Region] | None, list[str]]:
+        """The chambers' rectangles clipped to the frame and a note for each one clipped
+        (:func:`core.chambers.fit_regions`); (None, []) without chambers."""
         shapes = self.chambers.value
         if shapes is None or len(shapes.data) == 0:
-            return None
+            return None, []
         frame_shape = image_stack(self.image.value).shape[1:]
-        return check_regions(regions_from_shapes(shapes.data, shapes.shape_type), frame_shape)
+        return fit_regions(regions_from_shapes(shapes.data, shapes.shape_type), frame_shape)
 
     def labels(self, max_count: int | None = None) -> Labels:
         """Counts (T, R) and which of them are labeled, from the clicked cells and marked frames."""

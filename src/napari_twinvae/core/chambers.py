@@ -113,27 +113,59 @@ def read_regions_csv(path: str | os.PathLike) -> list[Region]:
     return regions_from_shapes([np.array(shapes[i]) for i in order], [types[i] for i in order])
 
 
-def check_regions(regions: Sequence[Region] | None, frame_shape: tuple[int, int]) -> list[Region]:
-    """Regions clipped to the frame; the whole frame when there are none.
+EDGE_ALLOWANCE = 0.1
+"""A chamber rectangle may reach past the frame's edge by this share of its side (or by
+``EDGE_PIXELS``, whichever is more); it is clipped with a note. Farther out it is refused: the
+part inside would be blown up to 128x128 and counted as if it were a whole chamber."""
+EDGE_PIXELS = 2
 
-    A rectangle drawn a little past the frame's edge is clipped. One that lies outside the
-    frame, or leaves less than ``MIN_SIDE`` pixels inside, is refused with its number.
+
+def fit_regions(
+    regions: Sequence[Region] | None, frame_shape: tuple[int, int]
+) -> tuple[list[Region], list[str]]:
+    """The one check of chamber rectangles against a frame: the regions clipped to the frame
+    (the whole frame when there are none) and a note for each rectangle that was clipped.
+
+    A rectangle may reach past the edge by a small margin (:data:`EDGE_ALLOWANCE` of its side,
+    at least :data:`EDGE_PIXELS`); one that reaches farther, lies outside the frame or leaves
+    less than ``MIN_SIDE`` pixels is refused with its number.
     """
     height, width = int(frame_shape[0]), int(frame_shape[1])
     if not regions:
-        return [(0, 0, height, width)]
-    checked = []
+        return [(0, 0, height, width)], []
+    checked, notes = [], []
     for number, (top, left, bottom, right) in enumerate(regions):
         top, bottom = sorted((int(top), int(bottom)))
         left, right = sorted((int(left), int(right)))
         clipped = (max(top, 0), max(left, 0), min(bottom, height), min(right, width))
+        where = f"chamber {number} ({top}:{bottom}, {left}:{right})"
         if clipped[2] - clipped[0] < MIN_SIDE or clipped[3] - clipped[1] < MIN_SIDE:
             raise ValueError(
-                f"chamber {number} ({top}:{bottom}, {left}:{right}) lies outside the "
-                f"{height}x{width} frame or is smaller than {MIN_SIDE} px"
+                f"{where} lies outside the {height}x{width} frame or is smaller than {MIN_SIDE} px"
+            )
+        outside_y = max(0, -top) + max(0, bottom - height)
+        outside_x = max(0, -left) + max(0, right - width)
+        allowed_y = max(EDGE_PIXELS, EDGE_ALLOWANCE * (bottom - top))
+        allowed_x = max(EDGE_PIXELS, EDGE_ALLOWANCE * (right - left))
+        if outside_y > allowed_y or outside_x > allowed_x:
+            inside = (clipped[2] - clipped[0]) * (clipped[3] - clipped[1])
+            share = 1 - inside / ((bottom - top) * (right - left))
+            raise ValueError(
+                f"{where} lies {share:.0%} outside the {height}x{width} frame; a chamber may reach "
+                f"past the edge by at most {EDGE_ALLOWANCE:.0%} of its side: redraw it inside"
+            )
+        if outside_y or outside_x:
+            notes.append(
+                f"{where} reaches past the {height}x{width} frame's edge; it is clipped to "
+                f"{clipped[0]}:{clipped[2]}, {clipped[1]}:{clipped[3]}"
             )
         checked.append(clipped)
-    return checked
+    return checked, notes
+
+
+def check_regions(regions: Sequence[Region] | None, frame_shape: tuple[int, int]) -> list[Region]:
+    """:func:`fit_regions` without the notes: the clipped regions, or a ValueError."""
+    return fit_regions(regions, frame_shape)[0]
 
 
 def resized_whole_frame(frame_shape: tuple[int, ...], regions: Sequence[Region] | None) -> bool:
