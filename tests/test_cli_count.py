@@ -9,12 +9,13 @@ import sys
 import numpy as np
 import pytest
 import tifffile
+import torch
 
 from napari_twinvae.cli import main
-from napari_twinvae.core.io import load_checkpoint
+from napari_twinvae.core.io import load_checkpoint, save_checkpoint
 from napari_twinvae.core.metrics import count_metrics
 from napari_twinvae.core.predict import count
-from tests._checkpoints import small_checkpoint
+from tests._checkpoints import small_checkpoint, small_model
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +45,10 @@ def test_count_writes_frame_chamber_count_estimate(files, tmp_path, capsys):
     argv = ["count", str(folder / "a.tif"), "--out", str(out), "--model", str(model)]
     assert main([*argv, "--rois", str(folder / "rois.csv"), "--batch-size", "3"]) == 0
     rows = _rows(out)
-    assert rows[0] == ["frame", "chamber", "count", "estimate"] and len(rows) == 1 + 6 * 2
+    assert rows[0] == ["frame", "chamber", "count", "estimate", "flag"] and len(rows) == 1 + 6 * 2
     expected = count(stack, load_checkpoint(model), [(0, 0, 100, 70), (0, 70, 100, 140)])
     assert [tuple(int(v) for v in row[:3]) for row in rows[1:]] == [
-        (f, c, n) for f, c, n, _ in expected.rows()
+        (f, c, n) for f, c, n, _, _ in expected.rows()
     ]
     estimates = np.array([float(row[3]) for row in rows[1:]])
     np.testing.assert_allclose(estimates, expected.estimates.reshape(-1), atol=1e-4)
@@ -85,7 +86,7 @@ def test_several_files_get_a_file_column(files, tmp_path):
     images = [str(folder / "a.tif"), str(folder / "b.tif")]
     assert main(["count", *images, "--out", str(out), "--model", str(model)]) == 0
     rows = _rows(out)
-    assert rows[0] == ["file", "frame", "chamber", "count", "estimate"]
+    assert rows[0] == ["file", "frame", "chamber", "count", "estimate", "flag"]
     assert [r[0] for r in rows[1:]] == [images[0]] * 6 + [images[1]] * 4
 
 
@@ -157,6 +158,23 @@ def test_a_chamber_mostly_outside_the_frame_is_refused_a_slight_overhang_clipped
     assert main([*argv, "--rois", str(near)]) == 0
     assert "chamber 0 (-3:128, 0:128) reaches past" in caplog.text
     assert len(_rows(out)) == 1 + 2
+
+
+def test_counts_above_30_are_flagged_in_the_csv_and_said(files, tmp_path, capsys, caplog):
+    # found on a new-user walk: 36 cells counted on a noise image, never flagged
+    folder, _, _ = files
+    crowded = small_model()
+    with torch.no_grad():
+        crowded.regressor[-1].bias.fill_(48.0)
+    model = save_checkpoint(tmp_path / "crowded.pt", crowded)
+    out = tmp_path / "c.csv"
+    assert main(["count", str(folder / "a.tif"), "--out", str(out), "--model", str(model)]) == 0
+    rows = _rows(out)
+    assert rows[0][-1] == "flag"
+    flagged = [row for row in rows[1:] if row[-1] == "above 30"]
+    assert flagged and all(int(row[2]) > 30 for row in flagged)
+    assert all(row[-1] == "" for row in rows[1:] if int(row[2]) <= 30)
+    assert f"{len(flagged)} of 6 counts lie outside 0-30" in caplog.text
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,14 @@ import math
 
 import pytest
 
-from napari_twinvae.core.metrics import accuracy, count_metrics, mae, mre, round_counts
+from napari_twinvae.core.metrics import (
+    accuracy,
+    count_flags,
+    count_metrics,
+    mae,
+    mre,
+    round_counts,
+)
 
 
 def test_rounding_halves_up_and_never_negative():
@@ -24,3 +31,12 @@ def test_metrics_edge_cases():
     assert math.isnan(accuracy([], []))
     with pytest.raises(ValueError, match="labels"):
         mae([1.0, 2.0], [1])
+
+
+def test_counts_outside_the_trained_range_are_flagged():
+    estimates = [[0.4, 30.49, 30.5, 48.7], [-0.6, float("nan"), float("inf"), 1e30]]
+    assert count_flags(estimates).tolist() == [
+        ["", "", "above 30", "above 30"],
+        ["below 0", "no estimate", "no estimate", "above 30"],
+    ]
+    assert round_counts(estimates)[1].tolist() == [0, 0, 0, 2**31]  # no invalid cast

@@ -114,7 +114,7 @@ def test_export_csv_writes_the_last_count(make_napari_viewer, qtbot, model_file,
     path = dock.export_csv(tmp_path / "counts.csv")
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["frame", "chamber", "count", "estimate"] and len(rows) == 13
+    assert rows[0] == ["frame", "chamber", "count", "estimate", "flag"] and len(rows) == 13
     assert [int(r[2]) for r in rows[1:]] == dock.result.counts[:, 0].tolist()
 
 
@@ -232,6 +232,32 @@ def test_a_chamber_mostly_outside_the_frame_is_refused_a_slight_overhang_clipped
     _count_now(dock, qtbot)
     assert any("reaches past" in w for w in seen["warning"])
     assert dock.result.regions == [(0, 0, 128, 128)]
+
+
+def test_counts_above_30_are_flagged_in_the_layer_the_curve_and_the_status(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch, series
+):
+    from napari_twinvae.core.io import save_checkpoint
+    from tests._checkpoints import small_model
+
+    seen = _messages(monkeypatch)
+    crowded = small_model()
+    crowded.regressor[-1].bias.data.fill_(48.0)
+    viewer = make_napari_viewer()
+    image = viewer.add_image(series, name="cells")
+    dock = _dock(viewer, save_checkpoint(tmp_path / "crowded.pt", crowded))
+    _count_now(dock, qtbot)
+    flagged = dock.result.counts > 30
+    assert flagged.any()
+    layer = find_owned(viewer, COUNT_ROLE, image)
+    t = int(np.flatnonzero(flagged[:, 0])[0])
+    viewer.dims.set_current_step(0, t)
+    assert layer.features["flag"].tolist() == ["above 30"]
+    assert layer.features["label"].tolist() == [f"{dock.result.counts[t, 0]} (above 30)"]
+    np.testing.assert_array_equal(dock._plot.flagged[:, 0], flagged[:, 0])
+    assert not dock._plot.grab().isNull()  # the limit line and the rings paint
+    assert f"{int(flagged.sum())} counts outside 0-30 flagged" in dock._status.value
+    assert "outside 0-30" in seen["warning"][-1]
 
 
 def test_a_failed_count_says_so_in_the_status_line(

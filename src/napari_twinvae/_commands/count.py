@@ -130,6 +130,15 @@ def run(args: argparse.Namespace) -> int:
     progress.close()
     files = [str(p) for p in args.images] if len(args.images) > 1 else None
     write_counts_csv(out, results, files)
+    flagged = sum(int((r.flags != "").sum()) for r in results)
+    if flagged:
+        total = sum(r.counts.size for r in results)
+        log.warning(
+            "%d of %d counts lie outside 0-30, the cells per chamber the model counts; the "
+            "flag column marks them (a chamber drawn wrong, or not a chamber?)",
+            flagged,
+            total,
+        )
     frames = sum(len(r.frames) for r in results)
     log.info("counted %d frames in %.1f s; wrote %s", frames, progress.elapsed, out)
     return 0

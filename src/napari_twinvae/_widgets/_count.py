@@ -26,6 +26,7 @@ from napari_twinvae._widgets._workers import start_worker
 from napari_twinvae.core.chambers import fit_regions, regions_from_shapes, resized_whole_frame
 from napari_twinvae.core.device import available_devices
 from napari_twinvae.core.io import default_model_path, load_model, resolve_model
+from napari_twinvae.core.metrics import count_flags
 from napari_twinvae.core.predict import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_VIEWS,
@@ -282,6 +283,14 @@ class CountDock(Container):
             f"{n_frames:,} frames x {n_chambers} chamber(s) in {result.elapsed_s:.1f} s "
             f"({rate:,.0f} images/s)"
         )
+        flagged = int((result.flags != "").sum())
+        if flagged:
+            self._status.value += f"; {flagged:,} counts outside 0-30 flagged"
+            show_warning(
+                f"{image.name}: {flagged:,} of {result.counts.size:,} counts lie outside 0-30, the "
+                "cells per chamber the model counts; they are marked in the count layer, the "
+                "growth curve and the exported CSV (a chamber drawn wrong, or not a chamber?)"
+            )
 
     def _count_layer(self, image: Image, result) -> None:
         rectangles = [
@@ -298,7 +307,7 @@ class CountDock(Container):
             "scale": tuple(image.scale[-2:]),
             "translate": tuple(image.translate[-2:]),
             "features": _features(result, 0),
-            "text": {"string": "{count}", "anchor": "upper_left", "size": 14, "color": "#ffd21f"},
+            "text": {"string": "{label}", "anchor": "upper_left", "size": 14, "color": "#ffd21f"},
             "metadata": {
                 "counts": result.counts.tolist(),
                 "estimates": result.estimates.tolist(),
@@ -310,12 +319,12 @@ class CountDock(Container):
     # -- frames and the plot -------------------------------------------------------------------
     def _show_plot(self, result) -> None:
         try:
-            self._plot.set_counts(result.frames, result.counts)
+            self._plot.set_counts(result.frames, result.counts, flagged=result.flags != "")
             docked = self._plot_dock is not None and self._plot_dock.isVisible()
         except RuntimeError:  # the user closed the plot's dock: Qt deleted the widget
             self._plot = GrowthCurve()
             self._plot.frame_clicked.connect(self._on_plot_clicked)
-            self._plot.set_counts(result.frames, result.counts)
+            self._plot.set_counts(result.frames, result.counts, flagged=result.flags != "")
             self._plot_dock, docked = None, False
         if not docked:
             self._plot_dock = self._viewer.window.add_dock_widget(
@@ -413,8 +422,14 @@ def _features(result, t: int) -> dict:
 
 def _features_of(metadata: dict, t: int) -> dict:
     counts = np.asarray(metadata["counts"][t], dtype=np.int64)
+    estimates = np.asarray(metadata["estimates"][t], dtype=np.float64)
+    flags = count_flags(estimates)
     return {
         "chamber": np.arange(len(counts)),
         "count": counts,
-        "estimate": np.round(np.asarray(metadata["estimates"][t], dtype=np.float64), 2),
+        "estimate": np.round(estimates, 2),
+        "flag": flags,
+        "label": [
+            f"{n} ({flag})" if flag else str(n) for n, flag in zip(counts, flags, strict=True)
+        ],
     }

@@ -13,6 +13,8 @@ from qtpy.QtCore import QPointF, QRectF, QSize, Qt, Signal
 from qtpy.QtGui import QColor, QPainter, QPalette, QPen, QPolygonF
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
+from napari_twinvae.core.synthetic import MAX_COUNT
+
 # Distinct line colours that read on napari's dark and light themes (Tableau 10).
 COLORS = (
     "#4e79a7",
@@ -28,6 +30,7 @@ COLORS = (
 )
 MARGINS = (44, 12, 12, 30)  # left, top, right, bottom: room for the tick labels
 LEGEND_WIDTH = 96  # extra room on the right for the legend when there are several chambers
+FLAG_COLOR = "#ff4040"  # counts outside 0..30: the limit line and the rings around them
 
 
 def nice_ticks(low: float, high: float, most: int = 6) -> list[float]:
@@ -55,6 +58,7 @@ class GrowthCurve(QWidget):
         self.frames = np.zeros(0, dtype=np.int64)
         self.counts = np.zeros((0, 0), dtype=np.int64)
         self.names: list[str] = []
+        self.flagged = np.zeros((0, 0), dtype=bool)
         self.current: int | None = None
         self._lines: tuple[tuple[int, int], list[QPolygonF]] | None = None  # (size, polylines)
 
@@ -62,12 +66,16 @@ class GrowthCurve(QWidget):
         return QSize(380, 260)
 
     # -- data ----------------------------------------------------------------------------------
-    def set_counts(self, frames, counts, names: list[str] | None = None) -> None:
-        """Frame numbers (T,) and counts (T, R); ``names`` label the chambers in the legend."""
+    def set_counts(self, frames, counts, names: list[str] | None = None, flagged=None) -> None:
+        """Frame numbers (T,) and counts (T, R); ``names`` label the chambers in the legend;
+        ``flagged`` (T, R) marks counts outside the model's range, drawn ringed in red."""
         frames = np.asarray(frames, dtype=np.int64).reshape(-1)
         order = np.argsort(frames, kind="stable")  # counted frames may come in any order
         self.frames = frames[order]
         self.counts = np.asarray(counts).reshape(len(frames), -1)[order]
+        if flagged is None:
+            flagged = self.counts > MAX_COUNT
+        self.flagged = np.asarray(flagged, dtype=bool).reshape(self.counts.shape)[order]
         self.names = list(names) if names else [f"chamber {r}" for r in range(self.counts.shape[1])]
         self._lines = None
         self.update()
@@ -145,6 +153,7 @@ class GrowthCurve(QWidget):
                 painter.drawEllipse(line.at(0), 2.5, 2.5)
             else:
                 painter.drawPolyline(line)
+        self._draw_flagged(painter, rect)
         self._draw_current(painter, rect, text)
         self._draw_legend(painter, rect)
 
@@ -200,6 +209,21 @@ class GrowthCurve(QWidget):
         painter.rotate(-90)
         painter.drawText(QPointF(0, 0), "cells")
         painter.restore()
+
+    def _draw_flagged(self, painter: QPainter, rect: QRectF) -> None:
+        """The 30-cell limit as a dashed red line, and a red ring on every count outside it."""
+        if not self.flagged.any():
+            return
+        pen = QPen(QColor(FLAG_COLOR), 1, Qt.PenStyle.DashLine)
+        painter.setPen(pen)
+        y = self._to_pixel(0, MAX_COUNT).y()
+        if rect.top() <= y <= rect.bottom():
+            painter.drawLine(QPointF(rect.left(), y), QPointF(rect.right(), y))
+            painter.drawText(QPointF(rect.left() + 4, y - 3), f"{MAX_COUNT}: the most it counts")
+        painter.setPen(QPen(QColor(FLAG_COLOR), 1.5))
+        rows, chambers = np.nonzero(self.flagged)
+        for t, r in zip(rows[:2000].tolist(), chambers[:2000].tolist(), strict=True):
+            painter.drawEllipse(self._to_pixel(self.frames[t], self.counts[t, r]), 4.0, 4.0)
 
     def _draw_current(self, painter: QPainter, rect: QRectF, text: QColor) -> None:
         rows = np.flatnonzero(self.frames == self.current) if self.current is not None else []

@@ -6,11 +6,28 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from napari_twinvae.core.synthetic import MAX_COUNT
+
 
 def round_counts(estimates: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Regressor outputs -> whole cell counts: halves round up, nothing below zero."""
+    """Regressor outputs -> whole cell counts: halves round up, nothing below zero; a
+    non-finite estimate counts 0 (:func:`count_flags` marks it)."""
     est = np.asarray(estimates, dtype=np.float64)
-    return np.clip(np.floor(est + 0.5), 0, None).astype(np.int64)
+    est = np.where(np.isfinite(est), est, 0.0)
+    return np.clip(np.floor(est + 0.5), 0, 2**31).astype(np.int64)
+
+
+def count_flags(estimates: Sequence[float] | np.ndarray, max_count: int = MAX_COUNT) -> np.ndarray:
+    """Why a count is not to be trusted, per estimate: ``"above 30"`` or ``"below 0"`` where the
+    rounded estimate lies outside the 0..``max_count`` cells the model was trained to count,
+    ``"no estimate"`` where it is not a number, ``""`` for the others."""
+    est = np.asarray(estimates, dtype=np.float64)
+    flags = np.full(est.shape, "", dtype=object)
+    with np.errstate(invalid="ignore"):
+        flags[est >= max_count + 0.5] = f"above {max_count}"
+        flags[est < -0.5] = "below 0"
+    flags[~np.isfinite(est)] = "no estimate"
+    return flags
 
 
 def _pair(

@@ -37,14 +37,14 @@ from napari_twinvae.core.config import IMAGE_SIZE
 from napari_twinvae.core.device import select_device
 from napari_twinvae.core.io import Checkpoint, atomic_write, load_model, read_stack
 from napari_twinvae.core.jobs import drain
-from napari_twinvae.core.metrics import round_counts
+from napari_twinvae.core.metrics import count_flags, round_counts
 from napari_twinvae.core.model import DOMAINS, TwinVAE
 
 DEFAULT_BATCH_SIZE = 64
 """Crops per forward pass. On 2 CPU cores 32-64 run fastest (bench/bench_count.py): the batch's
 activations still fit the caches; 128 and more spill and slow down."""
 
-CSV_COLUMNS = ("frame", "chamber", "count", "estimate")
+CSV_COLUMNS = ("frame", "chamber", "count", "estimate", "flag")
 
 VIEWS = (1, 2, 4, 8)
 """How many orientations of each chamber a count can average: the crop as it is, mirrored
@@ -75,11 +75,17 @@ class CountResult:
     regions: list[Region]  # the chambers, (top, left, bottom, right) in frame pixels
     elapsed_s: float = 0.0
 
-    def rows(self) -> Iterator[tuple[int, int, int, float]]:
-        """(frame, chamber, count, estimate) per frame and chamber, in frame order."""
+    @property
+    def flags(self) -> np.ndarray:
+        """(T, R) why a count is not to be trusted (``"above 30"``, ...), "" for most."""
+        return count_flags(self.estimates)
+
+    def rows(self) -> Iterator[tuple[int, int, int, float, str]]:
+        """(frame, chamber, count, estimate, flag) per frame and chamber, in frame order."""
+        flags = self.flags
         for t, frame in enumerate(self.frames.tolist()):
             for r in range(self.counts.shape[1]):
-                yield frame, r, int(self.counts[t, r]), float(self.estimates[t, r])
+                yield frame, r, int(self.counts[t, r]), float(self.estimates[t, r]), flags[t, r]
 
 
 # -- the counting path -----------------------------------------------------------------------
@@ -315,7 +321,8 @@ def write_counts_csv(
     results: CountResult | Sequence[CountResult],
     files: Sequence[str] | None = None,
 ) -> Path:
-    """``frame,chamber,count,estimate`` rows, atomically; with ``files``, a leading ``file`` column."""
+    """``frame,chamber,count,estimate,flag`` rows, atomically; with ``files``, a leading ``file``
+    column. ``flag`` marks counts outside the 0..30 cells the model counts (``"above 30"``)."""
     many = [results] if isinstance(results, CountResult) else list(results)
     if files is not None and len(files) != len(many):
         raise ValueError(f"{len(many)} results but {len(files)} file names")
@@ -325,8 +332,8 @@ def write_counts_csv(
         writer.writerow(columns)
         for number, result in enumerate(many):
             lead = (files[number],) if files is not None else ()
-            for frame, chamber, n, estimate in result.rows():
-                writer.writerow((*lead, frame, chamber, n, f"{estimate:.4f}"))
+            for frame, chamber, n, estimate, flag in result.rows():
+                writer.writerow((*lead, frame, chamber, n, f"{estimate:.4f}", flag))
     return Path(path)
 
 
