@@ -130,3 +130,57 @@ def test_the_shipped_default_model_loads_in_float32_and_counts(tmp_path, monkeyp
     monkeypatch.setattr("napari_twinvae.core.io.default_model_path", lambda: tmp_path / "no.pt")
     with pytest.raises(CheckpointError, match="no default model"):
         resolve_model("default")
+
+
+def test_loading_runs_no_random_initialisation(tmp_path, monkeypatch):
+    # found on a new-user walk: every load first ran the orthogonal initialisation it then
+    # overwrote (12.5 s of a 15.5 s Count click on a busy 2-core machine)
+    torch.manual_seed(0)
+    model = TwinVAE(SMALL)
+    path = save_checkpoint(tmp_path / "model.pt", model)
+    real = []  # initialisations that computed values (on torch's meta device they cost nothing)
+    initialise = torch.nn.init.orthogonal_
+    monkeypatch.setattr(
+        torch.nn.init,
+        "orthogonal_",
+        lambda tensor, *a, **k: tensor if tensor.is_meta else real.append(initialise(tensor)),
+    )
+    loaded = load_checkpoint(path)
+    assert real == []
+    tensors = [*loaded.model.parameters(), *loaded.model.buffers()]
+    assert not any(t.is_meta for t in tensors)
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[key], value)
+    x = torch.rand(2, 1, 128, 128)
+    assert torch.equal(loaded.model.count(x), model.eval().count(x))
+
+
+def test_the_normalisation_is_read_without_building_the_model(tmp_path, monkeypatch):
+    from napari_twinvae.core import model as model_module
+    from napari_twinvae.core.io import read_normalization
+
+    path = save_checkpoint(
+        tmp_path / "m.pt", TwinVAE(SMALL), normalization=Normalization("fixed", 0, 255)
+    )
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was built only to read its normalisation")
+
+    monkeypatch.setattr(model_module.TwinVAE, "__init__", no_model)
+    assert read_normalization(path) == Normalization("fixed", 0, 255)
+    with pytest.raises(CheckpointError, match="no such"):
+        read_normalization(tmp_path / "missing.pt")
+
+
+def test_settings_that_cannot_build_a_model_are_refused(tmp_path):
+    path = save_checkpoint(tmp_path / "m.pt", TwinVAE(SMALL))
+    payload = torch.load(path, weights_only=True)
+    payload["model_config"]["encoder_channels"] = [4.5, 8, 8, 16]
+    torch.save(payload, tmp_path / "odd.pt")
+    with pytest.raises(CheckpointError, match="damaged checkpoint settings"):
+        load_checkpoint(tmp_path / "odd.pt")
+    payload["model_config"]["encoder_channels"] = [4, 8, 8, 16]
+    payload["normalization"] = {"mode": "fixed", "low": float("-inf"), "high": 1.0}
+    torch.save(payload, tmp_path / "inf.pt")
+    with pytest.raises(CheckpointError, match="finite"):
+        load_checkpoint(tmp_path / "inf.pt")

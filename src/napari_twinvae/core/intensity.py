@@ -28,6 +28,8 @@ class Normalization(JsonConfig):
     def __post_init__(self) -> None:
         if self.mode not in NORMALIZATION_MODES:
             raise ValueError(f"normalization mode must be one of {NORMALIZATION_MODES}")
+        if not (np.isfinite(self.low) and np.isfinite(self.high)):
+            raise ValueError("normalization needs finite low and high values")
         if not self.low < self.high:
             raise ValueError("normalization needs low < high")
         if self.mode == "percentile" and not (self.low >= 0.0 and self.high <= 100.0):

@@ -185,19 +185,63 @@ def load_model(model: str | os.PathLike | None = DEFAULT_MODEL, device="cpu") ->
     return load_checkpoint(resolve_model(model), device)
 
 
+def read_normalization(model: str | os.PathLike | None = DEFAULT_MODEL):
+    """The intensity normalisation stored in a checkpoint (``"default"`` or a file), checked as
+    :func:`load_checkpoint` checks the file, without building the model."""
+    source = resolve_model(model)
+    return _settings(source, _read_payload(source))[1]
+
+
 def load_checkpoint(path: str | os.PathLike, device="cpu") -> Checkpoint:
     """Read a checkpoint safely and rebuild its model in eval mode on ``device``.
 
     Raises ``CheckpointError`` with a one-line reason for a missing, corrupt or foreign file, a
-    file that carries code, or weights that do not fit the stored config.
+    file that carries code, or weights that do not fit the stored config. The model is built
+    without weights (on torch's meta device) and takes the stored ones as they are: no random
+    initialisation runs only to be overwritten.
     """
     import torch
 
-    from napari_twinvae.core.config import ModelConfig
-    from napari_twinvae.core.intensity import Normalization
     from napari_twinvae.core.model import TwinVAE
 
     source = Path(path)
+    payload = _read_payload(source)
+    config, normalization, state = _settings(source, payload)
+    try:
+        with torch.device("meta"):
+            model = TwinVAE(config)
+    except (TypeError, ValueError, RuntimeError) as err:  # e.g. widths that are not integers
+        raise CheckpointError(f"{source}: damaged checkpoint settings ({err})") from None
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    reshaped = [
+        k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    if missing or unexpected or reshaped:
+        raise CheckpointError(
+            f"{source}: weights do not fit the stored model config "
+            f"({len(missing)} missing, {len(unexpected)} unexpected, {len(reshaped)} of another shape)"
+        )
+    model.load_state_dict(state, assign=True)
+    from napari_twinvae.core.device import select_device
+
+    model.to(select_device(device)).eval()
+    return Checkpoint(
+        model=model,
+        config=config,
+        normalization=normalization,
+        summary=dict(payload.get("summary") or {}),
+        versions=dict(payload.get("versions") or {}),
+        path=source,
+    )
+
+
+def _read_payload(source: Path) -> dict:
+    """The checkpoint's dict, read with ``weights_only=True``: plain data, never code."""
+    import torch
+
     if not source.is_file():
         raise CheckpointError(f"{source}: no such checkpoint file")
     try:
@@ -229,36 +273,24 @@ def load_checkpoint(path: str | os.PathLike, device="cpu") -> Checkpoint:
             f"{source}: written by a newer napari-twinvae "
             f"(format {payload.get('format_version')}); please upgrade"
         )
+    return payload
+
+
+def _settings(source: Path, payload: dict):
+    """(model config, normalisation, state dict) of a payload, or a CheckpointError."""
+    import torch
+
+    from napari_twinvae.core.config import ModelConfig
+    from napari_twinvae.core.intensity import Normalization
+
     try:
         config = ModelConfig.from_dict(payload["model_config"])
         normalization = Normalization.from_dict(payload.get("normalization") or {})
         state = payload["state_dict"]
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"{source}: damaged checkpoint settings ({err})") from None
-    model = TwinVAE(config)
-    if not isinstance(state, dict):
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
         raise CheckpointError(f"{source}: damaged checkpoint (no weights)")
-    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    reshaped = [
-        k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
-    ]
-    if missing or unexpected or reshaped:
-        raise CheckpointError(
-            f"{source}: weights do not fit the stored model config "
-            f"({len(missing)} missing, {len(unexpected)} unexpected, {len(reshaped)} of another shape)"
-        )
-    model.load_state_dict(state)
-    from napari_twinvae.core.device import select_device
-
-    model.to(select_device(device)).eval()
-    return Checkpoint(
-        model=model,
-        config=config,
-        normalization=normalization,
-        summary=dict(payload.get("summary") or {}),
-        versions=dict(payload.get("versions") or {}),
-        path=source,
-    )
+    return config, normalization, state

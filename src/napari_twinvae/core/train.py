@@ -303,9 +303,9 @@ def normalization_for(init: str) -> Normalization:
     the start model's own, so a transferred model keeps seeing the scale it learned on."""
     if init == SCRATCH:
         return Normalization()
-    from napari_twinvae.core.io import load_model
+    from napari_twinvae.core.io import read_normalization
 
-    return load_model(init).normalization
+    return read_normalization(init)  # no model is built just to read it
 
 
 # -- the run ---------------------------------------------------------------------------------
