@@ -177,6 +177,17 @@ def test_counts_above_30_are_flagged_in_the_csv_and_said(files, tmp_path, capsys
     assert f"{len(flagged)} of 6 counts lie outside 0-30" in caplog.text
 
 
+def test_evaluate_refuses_points_outside_the_image(files, tmp_path, capsys):
+    # found on a new-user walk: a point outside the image counted as a cell
+    folder, _, model = files  # frames of 100x140
+    points = tmp_path / "points.csv"
+    points.write_text("index,axis-0,axis-1,axis-2\n0,1,10,10\n1,1,20,150\n")
+    argv = ["evaluate", str(folder / "a.tif"), "--labels", str(points), "--model", str(model)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "1 point(s) lie outside the 100x140 image" in err[0], err
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

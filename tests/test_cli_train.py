@@ -103,6 +103,17 @@ def test_a_chamber_mostly_outside_the_frame_is_refused(files, tmp_path, capsys):
     assert out.read_bytes() == b"an older model"
 
 
+def test_points_outside_the_image_are_refused(files, tmp_path, capsys):
+    points = tmp_path / "points.csv"
+    points.write_text("index,axis-0,axis-1,axis-2\n0,0,10,10\n1,2,-9,40\n")
+    args = _train(files, tmp_path)
+    args[args.index("--labels") + 1] = str(points)
+    assert main(args) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "lie outside the 128x128 image" in lines[0], lines
+    assert not (tmp_path / "model.pt").exists()
+
+
 @pytest.mark.parametrize(
     ("setup", "message"),
     [

@@ -67,3 +67,66 @@ def test_frame_count_csv_and_its_errors(tmp_path):
         bad.write_text(text)
         with pytest.raises(ValueError, match=message):
             read_labels(bad)
+
+
+def test_points_outside_the_image_or_between_frames_are_refused():
+    # found on a new-user walk: points outside the image counted as cells
+    inside = labels_from_points(POINTS, n_frames=3, frame_shape=(128, 128))
+    assert inside.counts[:, 0].tolist() == [2, 0, 3]
+    off = np.vstack([POINTS, [[1, 130, 5]]])
+    with pytest.raises(ValueError, match=r"1 point\(s\) lie outside the 128x128 image"):
+        labels_from_points(off, n_frames=3, frame_shape=(128, 128))
+    edge = np.array([[0, -0.5, 127.4]])  # pixel centres are whole numbers: -0.5 is the edge
+    assert labels_from_points(edge, frame_shape=(128, 128)).counts.tolist() == [[1]]
+    with pytest.raises(ValueError, match="between two frames"):
+        labels_from_points(np.array([[1.5, 3, 3]]), frame_shape=(128, 128))
+
+
+def test_one_reader_for_points_tables_and_their_checks(tmp_path):
+    table = tmp_path / "counts.csv"
+    table.write_text("\ufeffframe,count\r\n0,3\r\n4,0\r\n")  # Excel's BOM and line ends
+    annotation = load_annotation(table)
+    assert annotation.table == {0: 3, 4: 0} and annotation.labeled_frames.tolist() == [0, 4]
+    assert annotation.labels(5).counts[:, 0].tolist() == [3, 0, 0, 0, 0]
+    with pytest.raises(ValueError, match="frames 0..2"):
+        annotation.labels(3)
+    with pytest.raises(ValueError, match="counts whole frames"):
+        annotation.labels(5, regions=[(0, 0, 10, 10), (10, 10, 20, 20)])
+    points = tmp_path / "cells.csv"
+    save_annotation(points, POINTS, marked=[1])
+    annotation = load_annotation(points)
+    assert annotation.table is None and annotation.frame_counts() == {0: 2, 1: 0, 2: 3}
+    with pytest.raises(ValueError, match="outside the 64x64 image"):
+        annotation.labels(3, frame_shape=(64, 64))
+
+
+def test_a_companion_that_disagrees_with_its_points_is_refused(tmp_path):
+    points = tmp_path / "cells.csv"
+    save_annotation(points, POINTS, marked=[1])
+    (tmp_path / "cells.frames.csv").write_text("frame,count\n0,2\n1,0\n2,3\n")
+    load_annotation(points)
+    (tmp_path / "cells.frames.csv").write_text("frame,count\n0,2\n1,0\n2,0\n")  # marked empty
+    with pytest.raises(ValueError, match="counts 0 cells on frame 2, but cells.csv holds 3"):
+        load_annotation(points)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("frame,count\n0,inf\n", "whole number in 0..30"),
+        ("frame,count\n0,nan\n", "whole number in 0..30"),
+        ("frame,count\n1.5,2\n", "frame 1.5 is not a whole number"),
+        ("frame,count\ninf,2\n", "not a whole number"),
+        ("index,axis-0,axis-x,axis-1,axis-2\n0,1,2,3,4\n", None),
+        ("index,axis-0,axis-1,axis-2\n", "holds no labels"),
+        ("index,axis-0,axis-1,axis-2\n0,1,2,3,4,5\n", None),
+    ],
+)
+def test_odd_label_files_read_or_refuse_with_one_reason(tmp_path, text, message):
+    path = tmp_path / "labels.csv"
+    path.write_text(text)
+    if message is None:
+        assert load_annotation(path).labeled_frames.tolist() == [1]
+    else:
+        with pytest.raises(ValueError, match=message):
+            load_annotation(path)

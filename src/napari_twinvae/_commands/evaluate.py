@@ -39,11 +39,12 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from napari_twinvae.core.chambers import as_frames
     from napari_twinvae.core.io import read_stack
-    from napari_twinvae.core.labels import labels_from_table, read_labels
+    from napari_twinvae.core.labels import load_annotation
     from napari_twinvae.core.metrics import count_metrics
     from napari_twinvae.core.predict import count
+    from napari_twinvae.core.trainset import check_labels
 
-    table = read_labels(args.labels)
+    annotation = load_annotation(args.labels)
     device, checkpoint = check_model_arguments(args)
     try:
         stack = as_frames(read_stack(args.images))
@@ -53,10 +54,10 @@ def run(args: argparse.Namespace) -> int:
             message if str(args.images) in message else f"{args.images}: {message}"
         ) from None
     try:
-        labels = labels_from_table(table, stack.shape[0])
+        labels = check_labels(stack, annotation)
     except ValueError as err:
         raise UsageError(f"{args.labels}: {err}") from None
-    frames = sorted(table)
+    frames = annotation.labeled_frames.tolist()
     result = count(
         stack,
         checkpoint,

@@ -8,7 +8,6 @@ end of the run, so an existing file is replaced only by a finished model.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import math
@@ -169,22 +168,16 @@ def load_natural(images: Path, labels: Path, rois: Path | None, normalization):
     from napari_twinvae.core.chambers import (
         as_frames,
         fit_regions,
-        iter_chamber_crops,
         read_regions_csv,
         resized_whole_frame,
     )
-    from napari_twinvae.core.data import natural_set
     from napari_twinvae.core.io import read_stack
     from napari_twinvae.core.jobs import drain
-    from napari_twinvae.core.labels import (
-        labels_from_points,
-        labels_from_table,
-        load_annotation,
-        read_labels,
-    )
+    from napari_twinvae.core.labels import load_annotation
+    from napari_twinvae.core.trainset import check_labels, iter_natural_set
 
+    annotation = load_annotation(labels)
     stack = as_frames(read_stack(images))
-    n_frames = stack.shape[0]
     regions = None
     if rois is not None:
         rectangles = read_regions_csv(rois)
@@ -200,21 +193,11 @@ def load_natural(images: Path, labels: Path, rois: Path | None, normalization):
             "to 128x128 (mark chambers with --rois for better counts)",
             file=sys.stderr,
         )
-    table = read_labels(labels)  # checks the file: columns, counts in 0..30, not empty
-    if regions is not None and _is_points_csv(labels):
-        annotation = load_annotation(labels)  # each point counts for the chamber that holds it
-        label_set = labels_from_points(
-            annotation.points, annotation.labeled_frames, n_frames, regions
-        )
-    elif regions is not None and len(regions) > 1:
-        raise UsageError(
-            f"{labels}: a frame,count table labels whole frames; with {len(regions)} chambers "
-            "give the clicked cells as a napari Points CSV"
-        )
-    else:
-        label_set = labels_from_table(table, n_frames)
-    crops = drain(iter_chamber_crops(stack, regions, normalization, _CHUNK))
-    return natural_set(crops, label_set)
+    try:
+        check_labels(stack, annotation, regions)
+    except ValueError as err:
+        raise UsageError(f"{labels}: {err}") from None
+    return drain(iter_natural_set(stack, annotation, regions, normalization, _CHUNK))
 
 
 def progress_line(progress) -> str:
@@ -241,12 +224,6 @@ def _clock(seconds: float) -> str:
     seconds = int(round(seconds))
     hours, rest = divmod(seconds, 3600)
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
-
-
-def _is_points_csv(path: Path) -> bool:
-    with open(path, newline="", encoding="utf-8") as f:
-        header = next(csv.reader(f), [])
-    return "count" not in header and "axis-0" in header
 
 
 def _json_safe(value):

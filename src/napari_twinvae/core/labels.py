@@ -10,7 +10,9 @@ frame, so that empty labeled frames survive a save and reload.
 from __future__ import annotations
 
 import csv
+import math
 import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -29,10 +31,47 @@ class Labels(NamedTuple):
 
 
 class Annotation(NamedTuple):
-    """What the user clicked: points (frame, y, x) and the frames they counted."""
+    """Hand labels as read from a file or a Points layer: the clicked cells (frame, y, x) and
+    the frames counted, or a ``frame,count`` table, which holds counts without cell positions.
 
-    points: np.ndarray  # (N, 3) float64
+    :meth:`labels` is the one check of hand labels against the images they label, for the
+    command line and the docks alike.
+    """
+
+    points: np.ndarray  # (N, 3) float64; empty for a table
     labeled_frames: np.ndarray  # (K,) int64, sorted, unique
+    table: dict[int, int] | None = None  # frame -> count: a frame,count table
+
+    def frame_counts(self) -> dict[int, int]:
+        """The whole-frame count of every labeled frame."""
+        if self.table is not None:
+            return dict(self.table)
+        frames = np.rint(self.points[:, 0]).astype(np.int64)
+        return {int(t): int((frames == t).sum()) for t in self.labeled_frames}
+
+    def labels(
+        self,
+        n_frames: int,
+        frame_shape: tuple[int, int] | None = None,
+        regions: Sequence[Region] | None = None,
+        max_count: int | None = MAX_COUNT,
+    ) -> Labels:
+        """Counts per frame and chamber for a stack of ``n_frames`` frames of ``frame_shape``.
+
+        Refused with a ValueError that says why: frames beyond the stack, counts above
+        ``max_count``, points outside the image, and a table for several chambers (a table
+        counts whole frames).
+        """
+        if self.table is None:
+            return labels_from_points(
+                self.points, self.labeled_frames, n_frames, regions, max_count, frame_shape
+            )
+        if regions is not None and len(regions) > 1:
+            raise ValueError(
+                f"a frame,count table counts whole frames; with {len(regions)} chambers give the "
+                "clicked cells as a napari Points CSV"
+            )
+        return labels_from_table(self.table, n_frames)
 
 
 def _points3(points) -> np.ndarray:
@@ -53,25 +92,51 @@ def labeled_frames_of(points, marked: Iterable[int] = ()) -> np.ndarray:
     return np.union1d(frames, np.asarray(list(marked), dtype=np.int64)).astype(np.int64)
 
 
+def outside_image(points, frame_shape: tuple[int, int]) -> np.ndarray:
+    """Which points (frame, y, x) lie off the image: pixel centres are whole numbers, so the
+    image spans -0.5 to side - 0.5 on each axis."""
+    p = _points3(points)
+    height, width = float(frame_shape[0]), float(frame_shape[1])
+    y, x = p[:, 1], p[:, 2]
+    return (y < -0.5) | (y >= height - 0.5) | (x < -0.5) | (x >= width - 0.5)
+
+
 def labels_from_points(
     points,
     marked: Iterable[int] = (),
     n_frames: int | None = None,
     regions: Sequence[Region] | None = None,
     max_count: int | None = MAX_COUNT,
+    frame_shape: tuple[int, int] | None = None,
 ) -> Labels:
     """Counts per frame (and chamber) from clicked points.
 
     ``marked`` lists frames the user counted, including frames with zero cells. With ``regions``
     each point counts for the chamber whose rectangle holds it; points in no chamber are ignored.
     A labeled chamber above ``max_count`` cells is refused (``None``: no limit, e.g. to show the
-    counts while the user is still clicking).
+    counts while the user is still clicking), and so are points between two frames and, with
+    ``frame_shape``, points outside the image.
     """
     p = _points3(points)
+    between = np.abs(p[:, 0] - np.rint(p[:, 0])) > 1e-3
+    if between.any():
+        i = int(np.flatnonzero(between)[0])
+        raise ValueError(
+            f"{int(between.sum())} point(s) lie between two frames (the first at frame "
+            f"{p[i, 0]:g}); a point belongs to one frame"
+        )
+    if frame_shape is not None:
+        outside = outside_image(p, frame_shape)
+        if outside.any():
+            t, y, x = p[np.flatnonzero(outside)[0]]
+            raise ValueError(
+                f"{int(outside.sum())} point(s) lie outside the {frame_shape[0]}x{frame_shape[1]} "
+                f"image (the first on frame {t:g} at y {y:.1f}, x {x:.1f}); delete them"
+            )
     frame = np.rint(p[:, 0]).astype(np.int64)
     frames = labeled_frames_of(p, marked)
     if frames.size and frames.min() < 0:
-        raise ValueError("labeled frames must not be negative")
+        raise ValueError(f"labeled frames must not be negative (frame {int(frames.min())})")
     total = int(n_frames) if n_frames is not None else int(frames.max(initial=-1)) + 1
     if frames.size and frames.max() >= total:
         raise ValueError(
@@ -129,35 +194,57 @@ def save_annotation(
     return target, companion
 
 
-def load_annotation(points_csv: str | os.PathLike) -> Annotation:
-    """Points and labeled frames written by :func:`save_annotation` (or any napari Points CSV)."""
-    source = Path(points_csv)
-    rows = _read_rows(source)
-    points = _points_from_rows(source, rows) if rows else np.zeros((0, 3))
-    marked: list[int] = []
+def annotation_of(points, marked: Iterable[int] = ()) -> Annotation:
+    """The :class:`Annotation` of clicked points (frame, y, x) and frames marked as counted."""
+    p = _points3(points)
+    return Annotation(p, labeled_frames_of(p, marked))
+
+
+def load_annotation(path: str | os.PathLike) -> Annotation:
+    """Hand labels from a file: the one reader of label files, for the command line and the docks.
+
+    A napari Points CSV (``index,axis-0,axis-1,axis-2``, axis-0 = frame) gives the clicked cells;
+    its companion ``<name>.frames.csv`` (written by :func:`save_annotation`) adds the frames
+    counted with no cell in them, and must agree with the points on every other frame. A
+    ``frame,count`` table gives counts without positions. Counts must lie in 0..30; an empty
+    file, or one that labels no frame, is refused.
+    """
+    source = Path(path)
+    columns, rows = _read_rows(source)
+    if "count" in columns:
+        table = _counts_from_rows(source, rows)
+        if not table:
+            raise ValueError(f"{source}: holds no labels")
+        return Annotation(np.zeros((0, 3)), np.array(sorted(table), dtype=np.int64), table)
+    points = _points_from_rows(source, columns, rows) if rows else np.zeros((0, 3))
+    counted: dict[int, int] = {}
     companion = frames_file(source)
     if companion.is_file():
-        table = _counts_from_rows(companion, _read_rows(companion))
-        marked = sorted(table)
-    return Annotation(points, labeled_frames_of(points, marked))
+        counted = _counts_from_rows(companion, _read_rows(companion)[1])
+        clicked = np.rint(points[:, 0]).astype(np.int64)
+        for frame, count in sorted(counted.items()):
+            if int((clicked == frame).sum()) != count:
+                raise ValueError(
+                    f"{companion.name} counts {count} cells on frame {frame}, but {source.name} "
+                    f"holds {int((clicked == frame).sum())} points there; the two files no longer "
+                    f"belong together (save the labels again, or delete {companion.name})"
+                )
+    annotation = annotation_of(points, counted)
+    if annotation.labeled_frames.size == 0:
+        raise ValueError(f"{source}: holds no labels")
+    return annotation
 
 
 def read_labels(path: str | os.PathLike) -> dict[int, int]:
-    """``{frame: count}`` from a ``frame,count`` CSV or a napari Points CSV.
-
-    A Points CSV counts the points per frame; frames listed in its companion ``.frames.csv``
-    (written by the plugin) count too, with 0 when they hold no point. Counts must lie in
-    0..30, and an empty file is refused.
-    """
-    source = Path(path)
-    rows = _read_rows(source)
-    if not rows:
-        raise ValueError(f"{source}: holds no labels")
-    if "count" in rows[0]:
-        return _counts_from_rows(source, rows)
-    annotation = load_annotation(source)
-    labels = labels_from_points(annotation.points, annotation.labeled_frames)
-    return {int(t): int(labels.counts[t, 0]) for t in annotation.labeled_frames}
+    """``{frame: count}`` from a ``frame,count`` CSV or a napari Points CSV (see
+    :func:`load_annotation`); a frame with more than 30 cells is refused."""
+    annotation = load_annotation(path)
+    frames = annotation.labeled_frames
+    try:
+        labels = annotation.labels(int(frames.max()) + 1)
+    except ValueError as err:
+        raise ValueError(f"{Path(path)}: {err}") from None
+    return {int(t): int(labels.counts[t, 0]) for t in frames}
 
 
 def labels_from_table(table: dict[int, int], n_frames: int) -> Labels:
@@ -174,9 +261,10 @@ def labels_from_table(table: dict[int, int], n_frames: int) -> Labels:
     return Labels(counts, labeled)
 
 
-def _read_rows(source: Path) -> list[dict[str, str]]:
+def _read_rows(source: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """The columns and rows of a labels CSV (UTF-8, with or without the BOM Excel writes)."""
     try:
-        with open(source, newline="", encoding="utf-8") as f:
+        with open(source, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             rows = list(reader)
             columns = reader.fieldnames or []
@@ -196,19 +284,22 @@ def _read_rows(source: Path) -> list[dict[str, str]]:
             f"{source}: expected columns frame,count or a napari Points CSV "
             f"(index,axis-0,axis-1,axis-2), got {','.join(columns)}"
         )
-    return rows
+    return columns, rows
 
 
 def _counts_from_rows(source: Path, rows: list[dict[str, str]]) -> dict[int, int]:
     table: dict[int, int] = {}
     for line, row in enumerate(rows, start=2):
         try:
-            frame, count = int(row["frame"]), float(row["count"])
+            number, count = float(row["frame"]), float(row["count"])
         except (TypeError, ValueError):
             raise ValueError(f"{source}, line {line}: frame and count must be numbers") from None
+        if not (math.isfinite(number) and number == round(number)):
+            raise ValueError(f"{source}, line {line}: frame {row['frame']} is not a whole number")
+        frame = int(number)
         if frame < 0:
             raise ValueError(f"{source}, line {line}: frame {frame} is negative")
-        if count != int(count) or not 0 <= count <= MAX_COUNT:
+        if not (math.isfinite(count) and count == round(count) and 0 <= count <= MAX_COUNT):
             raise ValueError(
                 f"{source}, line {line}: count {row['count']} is not a whole number in 0..{MAX_COUNT}"
             )
@@ -218,8 +309,8 @@ def _counts_from_rows(source: Path, rows: list[dict[str, str]]) -> dict[int, int
     return table
 
 
-def _points_from_rows(source: Path, rows: list[dict[str, str]]) -> np.ndarray:
-    axes = sorted((c for c in rows[0] if c.startswith("axis-")), key=lambda c: int(c[5:]))
+def _points_from_rows(source: Path, columns: list[str], rows: list[dict[str, str]]) -> np.ndarray:
+    axes = sorted((c for c in columns if re.fullmatch(r"axis-\d+", c)), key=lambda c: int(c[5:]))
     try:
         points = np.array([[float(row[a]) for a in axes] for row in rows], dtype=np.float64)
     except (TypeError, ValueError):

@@ -1,0 +1,50 @@
+"""From the user's frames and hand labels to the natural set a run trains on: one path for the
+command line and the Label & train dock.
+
+Hand labels come from a file (:func:`core.labels.load_annotation`) or a Points layer
+(:func:`core.labels.annotation_of`). They are checked against the frames and the chambers here
+(frames beyond the stack, points outside the image, more than 30 cells in a chamber, a
+``frame,count`` table for several chambers), then every chamber of every frame is cut out and
+normalised as the start model was trained (:func:`core.train.normalization_for`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+
+from napari_twinvae.core.chambers import Region, as_frames, check_regions, iter_chamber_crops
+from napari_twinvae.core.data import NaturalSet, natural_set
+from napari_twinvae.core.intensity import Normalization
+from napari_twinvae.core.labels import Annotation, Labels
+from napari_twinvae.core.synthetic import MAX_COUNT
+
+
+def check_labels(
+    frames,
+    annotation: Annotation,
+    regions: Sequence[Region] | None = None,
+    max_count: int | None = MAX_COUNT,
+) -> Labels:
+    """The annotation's counts per frame and chamber for these frames, or a ValueError."""
+    stack = as_frames(frames)
+    boxes = check_regions(regions, stack.shape[1:]) if regions else None
+    return annotation.labels(stack.shape[0], stack.shape[1:], boxes, max_count)
+
+
+def iter_natural_set(
+    frames,
+    annotation: Annotation,
+    regions: Sequence[Region] | None = None,
+    normalization: Normalization | None = None,
+    chunk: int = 64,
+) -> Generator[tuple[int, int], None, NaturalSet]:
+    """Check the labels, crop and normalise every chamber, and return the :class:`NaturalSet`.
+
+    Yields (frames cropped, frames) after every ``chunk`` frames, so that a worker can report
+    and stop there and a memory-mapped stack is read one chunk at a time.
+    """
+    stack = as_frames(frames)
+    boxes = check_regions(regions, stack.shape[1:]) if regions else None
+    labels = check_labels(stack, annotation, boxes)
+    crops = yield from iter_chamber_crops(stack, boxes, normalization, chunk)
+    return natural_set(crops, labels)
