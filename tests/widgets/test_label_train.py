@@ -162,7 +162,10 @@ def test_labels_round_trip_through_files_and_loading_merges(dock_on, tmp_path, m
 
     other = tmp_path / "long.csv"
     other.write_text("index,axis-0,axis-1,axis-2\n0,9,1,1\n")
-    with pytest.raises(ValueError, match="labels frame 9, but movie has frames 0..5"):
+    with pytest.raises(
+        ValueError,
+        match="long.csv does not fit movie: labels name frame 9, but the stack has only 6",
+    ):
         panel.load_labels(other)
     assert len(restored.data) == 4  # an error changes nothing
     monkey.undo()
@@ -444,3 +447,63 @@ def test_a_chamber_mostly_outside_the_frame_is_refused_and_said_in_the_status(
     dock.labeling.chambers.value = near
     dock.start_training()
     assert started and any("reaches past" in w for w in messages["warning"])
+
+
+def test_loading_a_frame_count_table_is_refused_with_a_clear_line(dock_on, tmp_path, messages):
+    # found on a new-user walk: "loaded 0 labeled frames" as if it worked, also for frame 500
+    viewer, image, dock = dock_on(np.zeros((6, 64, 64), dtype=np.uint8))
+    panel = dock.labeling
+    for text, message in [
+        ("frame,count\n0,3\n2,0\n", "counts without cell positions"),
+        ("frame,count\n500,3\n", "counts without cell positions"),
+        ("frame,count\n0,99\n", "not a whole number in 0..30"),
+        ("index,axis-0,axis-1,axis-2\n", "holds no labels"),
+    ]:
+        path = tmp_path / "table.csv"
+        path.write_text(text)
+        with pytest.raises(ValueError, match=message):
+            panel.load_labels(path)
+    assert panel.cells.value is None and len(viewer.layers) == 1  # nothing was made or changed
+
+
+def test_points_outside_the_image_are_shown_and_refused(dock_on, messages, monkeypatch):
+    # found on a new-user walk: points outside the image counted as cells
+    viewer, image, dock = dock_on(np.zeros((3, 64, 64), dtype=np.uint8))
+    cells = dock.labeling.ensure_annotation()
+    cells.add([[0, 10, 10], [0, 70, 20]])
+    assert "1 point(s) lie outside the 64x64 image" in dock.labeling.summary.value
+    started = []
+    monkeypatch.setattr(_label_train, "start_worker", lambda *a, **k: started.append(a))
+    assert dock.start_training() is None and not started
+    assert "outside the 64x64 image" in messages["error"][-1]
+
+
+def test_a_merge_never_overrides_no_cells_marks(dock_on, tmp_path, messages):
+    # found on a new-user walk: loading a file with cells on a frame marked "no cells" (or the
+    # other way round) silently overrode the mark
+    viewer, image, dock = dock_on(np.zeros((6, 64, 64), dtype=np.uint8))
+    panel = dock.labeling
+    cells = panel.ensure_annotation()
+    cells.add([[1, 10, 10]])
+    cells.metadata[EMPTY_FRAMES_KEY] = [2]
+    before = cells.data.copy()
+    clicked_on_2 = tmp_path / "clicked.csv"
+    clicked_on_2.write_text("index,axis-0,axis-1,axis-2\n0,2,5,5\n")
+    with pytest.raises(ValueError, match=r"frame\(s\) 2 hold cells on one side"):
+        panel.load_labels(clicked_on_2)
+    marked_1 = tmp_path / "marked.csv"
+    marked_1.write_text("index,axis-0,axis-1,axis-2\n0,3,5,5\n")
+    (tmp_path / "marked.frames.csv").write_text("frame,count\n1,0\n3,1\n")
+    with pytest.raises(ValueError, match=r"frame\(s\) 1 hold cells on one side"):
+        panel.load_labels(marked_1)
+    np.testing.assert_array_equal(cells.data, before)
+    assert cells.metadata[EMPTY_FRAMES_KEY] == [2]
+    crowd = tmp_path / "crowd.csv"
+    crowd.write_text(
+        "index,axis-0,axis-1,axis-2\n" + "".join(f"{i},1,{i + 20},30\n" for i in range(30))
+    )
+    with pytest.raises(
+        ValueError, match="with the cells already clicked: a labeled chamber holds 31"
+    ):
+        panel.load_labels(crowd)
+    np.testing.assert_array_equal(cells.data, before)

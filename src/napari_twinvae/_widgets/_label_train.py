@@ -41,13 +41,12 @@ from napari_twinvae._widgets._forms import (
 from napari_twinvae._widgets._labeling import LabelingPanel
 from napari_twinvae._widgets._train_plot import TrainingPlot, describe, outcome
 from napari_twinvae._widgets._workers import start_worker
-from napari_twinvae.core.chambers import iter_chamber_crops, resized_whole_frame
+from napari_twinvae.core.chambers import resized_whole_frame
 from napari_twinvae.core.config import IMAGE_SIZE
-from napari_twinvae.core.data import natural_set
 from napari_twinvae.core.device import available_devices
 from napari_twinvae.core.io import CheckpointError, default_model_path
-from napari_twinvae.core.synthetic import MAX_COUNT
 from napari_twinvae.core.train import TrainConfig, Training, TrainProgress, normalization_for
+from napari_twinvae.core.trainset import check_labels, iter_natural_set
 
 if TYPE_CHECKING:
     import napari
@@ -76,11 +75,12 @@ class _Job:
         self.failed = False
 
 
-def prepare_and_train(frames, regions, labels, config: TrainConfig, job: _Job) -> Generator:
-    """Worker: crop and normalise every chamber as the start model does, then train."""
+def prepare_and_train(frames, regions, annotation, config: TrainConfig, job: _Job) -> Generator:
+    """Worker: crop and normalise every chamber as the start model does, then train (the same
+    path from labels to a training set as ``napari-twinvae train``)."""
     normalization = normalization_for(config.init)
-    crops = yield from iter_chamber_crops(frames, regions, normalization, _CROP_CHUNK)
-    job.training = Training(natural_set(crops, labels), config, normalization)
+    natural = yield from iter_natural_set(frames, annotation, regions, normalization, _CROP_CHUNK)
+    job.training = Training(natural, config, normalization)
     return (yield from job.training.run())
 
 
@@ -203,7 +203,8 @@ class LabelTrainDock(Container):
         try:
             frames = image_stack(self.labeling.image.value)
             regions, notes = self.labeling.fitted_regions()
-            labels = self.labeling.labels(max_count=MAX_COUNT)
+            annotation = self.labeling.snapshot()
+            labels = check_labels(frames, annotation, regions)
             config = self.config()
         except ValueError as err:  # CheckpointError included: nothing has changed yet
             return self._refuse(str(err))
@@ -232,7 +233,7 @@ class LabelTrainDock(Container):
             prepare_and_train,
             frames,
             regions,
-            labels,
+            annotation,
             config,
             self._job,
             yielded=self._on_progress,
@@ -404,3 +405,4 @@ class LabelTrainDock(Container):
     def _confirm(self, question: str) -> bool:
         answer = QMessageBox.question(self.native, "Label & train", question)
         return answer == QMessageBox.StandardButton.Yes
+

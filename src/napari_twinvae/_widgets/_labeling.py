@@ -28,7 +28,15 @@ from napari_twinvae._widgets._forms import default_folder, file_stem, form, row,
 from napari_twinvae._widgets._layers import OWNER_KEY, find_owned, update_or_add
 from napari_twinvae.core.chambers import Region, fit_regions, regions_from_shapes
 from napari_twinvae.core.config import IMAGE_SIZE
-from napari_twinvae.core.labels import Labels, labels_from_points, load_annotation, save_annotation
+from napari_twinvae.core.labels import (
+    Annotation,
+    Labels,
+    annotation_of,
+    load_annotation,
+    save_annotation,
+)
+from napari_twinvae.core.synthetic import MAX_COUNT
+from napari_twinvae.core.trainset import check_labels
 
 _DONE = ("added", "removed", "changed")  # napari's data events also fire before each change
 
@@ -120,16 +128,17 @@ class LabelingPanel(Container):
         frame_shape = image_stack(self.image.value).shape[1:]
         return fit_regions(regions_from_shapes(shapes.data, shapes.shape_type), frame_shape)
 
-    def labels(self, max_count: int | None = None) -> Labels:
-        """Counts (T, R) and which of them are labeled, from the clicked cells and marked frames."""
+    def snapshot(self) -> Annotation:
+        """A copy of what the user clicked: the cells and the frames marked as holding none."""
         layer = self.cells.value
-        return labels_from_points(
-            frame_points(layer),
-            empty_frames(layer),
-            n_frames=self.n_frames(),
-            regions=self.regions(),
-            max_count=max_count,
-        )
+        return annotation_of(frame_points(layer).copy(), empty_frames(layer))
+
+    def labels(self, max_count: int | None = None) -> Labels:
+        """Counts (T, R) and which of them are labeled, from the clicked cells and marked frames,
+        checked as training checks them (points outside the image are refused)."""
+        stack = image_stack(self.image.value)
+        annotation = self.snapshot()
+        return annotation.labels(stack.shape[0], stack.shape[1:], self.regions(), max_count)
 
     def current_frame(self) -> int | None:
         """The frame of the image the viewer shows, or None without an image."""
@@ -188,26 +197,51 @@ class LabelingPanel(Container):
         return save_annotation(path, frame_points(layer), empty_frames(layer))
 
     def load_labels(self, path) -> str:
-        """Merge a labels file into the annotation: nothing already clicked is replaced."""
-        stack = image_stack(self.image.value)
+        """Merge a labels file into the annotation: nothing already clicked is replaced, and a
+        file that does not fit (frames beyond the stack, points outside the image, more than 30
+        cells in a chamber, cells where a frame is marked 'no cells' or the other way round, a
+        ``frame,count`` table) is refused before anything changes."""
+        name = Path(path).name
+        image = self.image.value
+        stack = image_stack(image)
         loaded = load_annotation(path)
-        frames = loaded.labeled_frames
-        if frames.size and (frames.min() < 0 or frames.max() >= stack.shape[0]):
-            wrong = int(frames.min() if frames.min() < 0 else frames.max())
+        if loaded.table is not None:
             raise ValueError(
-                f"{Path(path).name} labels frame {wrong}, but "
-                f"{self.image.value.name} has frames 0..{stack.shape[0] - 1}"
+                f"{name} is a frame,count table: counts without cell positions, and this dock "
+                "labels by clicked cells. Train on it with `napari-twinvae train IMAGES --labels "
+                f"{name}`, or load a napari Points CSV"
             )
+        try:
+            check_labels(stack, loaded, self.regions())
+        except ValueError as err:
+            raise ValueError(f"{name} does not fit {image.name}: {err}") from None
+        current = self.snapshot()
+        old_points, new_points = current.points, loaded.points
+        new = new_points[~already_clicked(new_points, old_points)]
+        clash = _marked_against_clicked(current, loaded) | _marked_against_clicked(loaded, current)
+        if clash:
+            frames = ", ".join(map(str, sorted(clash)))
+            raise ValueError(
+                f"{name} does not fit: frame(s) {frames} hold cells on one side and are marked "
+                "'no cells' on the other; nothing was merged (undo the marks or delete the cells "
+                "first)"
+            )
+        merged = annotation_of(
+            np.vstack([old_points, new]), [*current.labeled_frames, *loaded.labeled_frames]
+        )
+        try:
+            check_labels(stack, merged, self.regions(), max_count=MAX_COUNT)
+        except ValueError as err:
+            raise ValueError(f"{name} does not fit with the cells already clicked: {err}") from None
         layer = self.ensure_annotation()
-        old = frame_points(layer)
-        new = loaded.points[~already_clicked(loaded.points, old)]
-        with_points = np.rint(loaded.points[:, 0]).astype(np.int64)
+        frames = loaded.labeled_frames
+        with_points = np.rint(new_points[:, 0]).astype(np.int64)
         marked = set(empty_frames(layer)) | set(np.setdiff1d(frames, with_points).tolist())
         layer.metadata[EMPTY_FRAMES_KEY] = sorted(marked)
         if len(new):
             layer.add(new if layer.ndim == 3 else new[:, 1:])
         self.refresh()
-        kept = len(loaded.points) - len(new)
+        kept = len(new_points) - len(new)
         return (
             f"loaded {len(frames)} labeled frames with {len(new)} new cells"
             + (f" ({kept} already there)" if kept else "")
@@ -378,6 +412,13 @@ class LabelingPanel(Container):
             show_info(self.load_labels(path))
         except (ValueError, OSError) as err:
             show_error(f"labels not loaded: {err}")
+
+
+def _marked_against_clicked(marking: Annotation, clicking: Annotation) -> set[int]:
+    """Frames ``marking`` marks as holding no cells on which ``clicking`` has cells."""
+    with_cells = set(np.rint(marking.points[:, 0]).astype(np.int64).tolist())
+    marked = set(marking.labeled_frames.tolist()) - with_cells
+    return marked & set(np.rint(clicking.points[:, 0]).astype(np.int64).tolist())
 
 
 def _role(layer) -> str | None:
