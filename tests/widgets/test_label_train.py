@@ -388,6 +388,11 @@ def test_count_with_this_model_hands_the_file_to_the_count_dock(dock_on, message
         opened.append((plugin, name))
         return None, count_dock
 
+    def unregistered(plugin):
+        raise KeyError(plugin)
+
+    manager = npe2.PluginManager.instance()
+    monkeypatch.setattr(manager, "get_manifest", unregistered)
     monkeypatch.setattr(viewer.window, "add_plugin_dock_widget", add_plugin_dock_widget)
     dock._on_count_with_model()
     assert opened == [(PLUGIN, "Count cells")] and count_dock.models == [dock.model_path]
@@ -401,6 +406,31 @@ def test_count_with_this_model_hands_the_file_to_the_count_dock(dock_on, message
         "the 'Count cells' dock is not available in this installation; the model is saved at "
         + str(dock.model_path)
     ]
+
+
+def test_count_with_this_model_reuses_the_count_dock_the_plugins_menu_opened(
+    dock_on, tmp_path, messages
+):
+    # found on a new-user walk: it opened a second Count cells dock beside the menu's
+    from napari._app_model import get_app_model
+
+    from napari_twinvae._widgets._count import CountDock
+
+    def count_docks():
+        return [w for w in viewer.window.dock_widgets.values() if isinstance(w, CountDock)]
+
+    viewer, image, dock = dock_on(np.zeros((2, 32, 32)))
+    get_app_model().commands.execute_command("napari-twinvae.count_cells").result()
+    assert len(count_docks()) == 1
+    dock.model_path = tmp_path / "model.pt"
+    dock.model_path.write_bytes(b"")
+    dock._on_count_with_model()
+    assert len(count_docks()) == 1 and count_docks()[0]._model_file.value == dock.model_path
+    viewer.window.remove_dock_widget(count_docks()[0].native)
+    dock._on_count_with_model()  # opened by the button now ...
+    get_app_model().commands.execute_command("napari-twinvae.count_cells").result()
+    assert len(count_docks()) == 1  # ... and the menu finds it there
+    assert messages["error"] == []
 
 
 def _has_widget(name):

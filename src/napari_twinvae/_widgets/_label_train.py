@@ -15,6 +15,7 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import npe2
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -27,9 +28,10 @@ from magicgui.widgets import (
 )
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtWidgets import QFileDialog, QMessageBox
+from qtpy.QtWidgets import QDockWidget, QFileDialog, QMessageBox
 
 from napari_twinvae._widgets._annotation import image_stack
+from napari_twinvae._widgets._count import CountDock
 from napari_twinvae._widgets._forms import (
     default_folder,
     file_stem,
@@ -359,10 +361,7 @@ class LabelTrainDock(Container):
         if self.model_path is None:
             show_error("save the model first")
             return
-        try:
-            _, dock = self._viewer.window.add_plugin_dock_widget(PLUGIN, COUNT_DOCK)
-        except (KeyError, ValueError, ImportError):
-            dock = None
+        dock = self._count_dock()
         if not callable(getattr(dock, "use_model", None)):
             show_error(
                 f"the '{COUNT_DOCK}' dock is not available in this installation; "
@@ -373,6 +372,27 @@ class LabelTrainDock(Container):
             dock.use_model(self.model_path)
         except (ValueError, OSError, CheckpointError) as err:
             show_error(f"could not use the model: {err}")
+
+    def _count_dock(self):
+        """The open Count cells dock (shown), else a new one under the name the Plugins menu
+        gives it, so that the menu and this button share one dock; None when there is none."""
+        window = self._viewer.window
+        for widget in window.dock_widgets.values():
+            if isinstance(widget, CountDock):
+                _show_dock_of(widget.native)
+                return widget
+        try:
+            display_name = npe2.PluginManager.instance().get_manifest(PLUGIN).display_name
+        except KeyError:  # not registered with npe2 (a development checkout)
+            display_name = None
+        if display_name is None:
+            try:
+                return window.add_plugin_dock_widget(PLUGIN, COUNT_DOCK)[1]
+            except (KeyError, ValueError, ImportError):
+                return None
+        dock = CountDock(self._viewer)
+        window.add_dock_widget(dock, name=f"{COUNT_DOCK} ({display_name})")
+        return dock
 
     # -- helpers ---------------------------------------------------------------------------
     def _set_running(self, running: bool) -> None:
@@ -406,3 +426,12 @@ class LabelTrainDock(Container):
         answer = QMessageBox.question(self.native, "Label & train", question)
         return answer == QMessageBox.StandardButton.Yes
 
+
+def _show_dock_of(widget) -> None:
+    """Show and raise the dock that holds ``widget`` (the user may have hidden it)."""
+    parent = widget
+    while parent is not None and not isinstance(parent, QDockWidget):
+        parent = parent.parentWidget()
+    if parent is not None:
+        parent.show()
+        parent.raise_()
