@@ -35,7 +35,7 @@ def main() -> None:
     for _ in range(5):  # let Qt lay out the docks and draw the canvas
         QApplication.processEvents()
     shot = viewer.screenshot(canvas_only=False, flash=False)
-    shown = widget[-1].value
+    shown = widget.frame_info.value
     viewer.close()
 
     height = round(shot.shape[0] * args.width / shot.shape[1])

@@ -1,31 +1,39 @@
-"""The "Synthetic cells" widget and the synthetic sample time series.
+"""The "Synthetic cells" dock and the synthetic sample time series.
 
-Both return layer data tuples: the image stack, and a Points layer of the true cell centres
-whose features hold each point's frame and that frame's count. The widget also shows the count
-of the frame the viewer is on. All generation happens in ``core.synthetic``.
-
-No ``from __future__ import annotations`` here: magicgui reads the annotations at runtime.
+The dock generates in a worker (``core.synthetic.iter_generate``) with napari's progress bar
+and a Stop button, and adds an image stack and a Points layer of the true cell centres, whose
+features hold each point's frame and that frame's count; a new run adds new layers beside the
+earlier ones. It also shows the count of the frame the viewer is on. The samples return the
+same two layers as layer data tuples. All generation happens in ``core.synthetic``.
 """
 
-import dataclasses
+from __future__ import annotations
 
+import dataclasses
+from collections.abc import Generator
+
+import napari
 import numpy as np
-from magicgui import magic_factory
-from magicgui.widgets import Label
+from magicgui.widgets import ComboBox, Container, Label, PushButton, SpinBox
 from napari.layers import Image, Points
 from napari.types import LayerDataTuple
+from napari.utils import progress
+from napari.utils.notifications import show_error
 
+from napari_twinvae._widgets._annotation import empty_frames, frame_points
 from napari_twinvae._widgets._layers import OWNER_KEY, owner_tag
+from napari_twinvae._widgets._workers import start_worker
+from napari_twinvae.core.chambers import as_frames
+from napari_twinvae.core.labels import annotation_of
 from napari_twinvae.core.synthetic import (
     MAX_COUNT,
     PRESETS,
     SynthBatch,
     SynthConfig,
     background_image,
-    counts_from_centres,
     estimate_background,
-    generate,
     histogram_count_weights,
+    iter_generate,
     labeled_count_weights,
     paper_count_weights,
     synthetic_timeseries,
@@ -67,48 +75,6 @@ def synthetic_layers(batch: SynthBatch, name: str, config: SynthConfig) -> list[
     ]
 
 
-def _frame_count_label(widget) -> None:
-    """Add a label that follows the viewer's frame and shows its number of cells."""
-    label = Label(value="cells in this frame: -")
-    widget.append(label)
-    viewer_ref = {}
-
-    def _on_step(event=None) -> None:
-        viewer = viewer_ref.get("viewer")
-        layer = _top_synthetic_images(viewer) if viewer is not None else None
-        if layer is None:
-            label.value = "cells in this frame: -"
-            return
-        counts = layer.metadata["counts"]
-        frame = int(viewer.dims.current_step[0]) if layer.ndim == 3 else 0
-        frame = min(max(frame, 0), len(counts) - 1)
-        label.value = f"cells in frame {frame}: {counts[frame]}"
-        label.tooltip = f"true count in {layer.name}"
-
-    def _on_parent_changed(event=None) -> None:
-        import napari
-
-        viewer = napari.current_viewer()
-        if viewer is None or viewer_ref.get("viewer") is viewer:
-            return
-        viewer_ref["viewer"] = viewer
-        viewer.dims.events.current_step.connect(_on_step)
-        viewer.layers.events.inserted.connect(_on_step)
-        viewer.layers.events.removed.connect(_on_step)
-        viewer.layers.events.moved.connect(_on_step)
-        widget.native.destroyed.connect(lambda *_: _disconnect(viewer))
-        _on_step()
-
-    def _disconnect(viewer) -> None:
-        viewer.dims.events.current_step.disconnect(_on_step)
-        viewer.layers.events.inserted.disconnect(_on_step)
-        viewer.layers.events.removed.disconnect(_on_step)
-        viewer.layers.events.moved.disconnect(_on_step)
-
-    widget.native_parent_changed.connect(_on_parent_changed)
-    widget.called.connect(lambda *_: (_on_parent_changed(), _on_step()))
-
-
 def _top_synthetic_images(viewer):
     """The topmost visible synthetic image stack: the one the user is looking at."""
     for layer in reversed(viewer.layers):
@@ -118,43 +84,205 @@ def _top_synthetic_images(viewer):
     return None
 
 
-@magic_factory(
-    call_button="Generate",
-    preset={"choices": PRESETS, "tooltip": "bf: bright field, pc: phase contrast"},
-    n_images={"min": 1, "max": MAX_IMAGES, "label": "images"},
-    seed={"min": 0, "max": 2**31 - 1},
-    background={"tooltip": "your own frames: their empty chamber becomes the background"},
-    distribution={"choices": DISTRIBUTIONS, "label": "counts"},
-    labeled={"tooltip": "points you placed on your frames (axis 0 = frame)"},
-    widget_init=_frame_count_label,
-)
-def synthetic_cells(
-    preset: str = "pc",
-    n_images: int = 200,
-    seed: int = 0,
-    background: Image | None = None,
-    distribution: str = "paper weights",
-    labeled: Points | None = None,
-) -> list[LayerDataTuple]:
-    """Synthetic chamber images with their true cell centres, for training and for checking."""
-    config = SynthConfig.preset(preset)
+def count_weights(distribution: str, labeled=None) -> np.ndarray:
+    """Count weights for a distribution name; ``labeled`` is the Points layer whose labeled
+    frames (frames with cells and frames marked 'no cells', never the untouched ones) to match."""
     if distribution == "uniform 0-30":
-        weights = histogram_count_weights(np.ones(MAX_COUNT + 1))
-    elif distribution == "match labeled points":
+        return histogram_count_weights(np.ones(MAX_COUNT + 1))
+    if distribution == "match labeled points":
         if labeled is None:
             raise ValueError("choose the Points layer of your labeled frames to match its counts")
-        weights = labeled_count_weights(counts_from_centres(np.asarray(labeled.data)))
-    else:
-        weights = paper_count_weights()
-    config = dataclasses.replace(config, count_weights=tuple(weights.tolist()))
+        counts = annotation_of(frame_points(labeled), empty_frames(labeled)).frame_counts()
+        if not counts:
+            raise ValueError(f"{labeled.name} labels no frame yet: click some cells first")
+        return labeled_count_weights(list(counts.values()))
+    if distribution == "paper weights":
+        return paper_count_weights()
+    raise ValueError(f"unknown count distribution {distribution!r}")
+
+
+def _generate_job(n: int, config: SynthConfig, seed: int, frames) -> Generator:
+    """Worker: the chamber background from the user's frames (if any), then the images."""
     chamber = None
-    if background is not None:
-        frames = np.asarray(background.data)
-        if background.rgb:
-            raise ValueError("the background layer must be gray, not RGB")
+    if frames is not None:
         chamber = estimate_background(frames) if frames.ndim == 3 else background_image(frames)
-    batch = generate(n_images, config, rng=seed, background=chamber)
-    return synthetic_layers(batch, f"synthetic cells ({preset})", config)
+    return (yield from iter_generate(n, config, rng=seed, background=chamber))
+
+
+class SyntheticCellsDock(Container):
+    """Generate synthetic chamber images with their true cell centres, in the background."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        self._viewer = viewer
+        self._preset = ComboBox(
+            label="preset",
+            choices=PRESETS,
+            value="pc",
+            tooltip="bf: bright field, pc: phase contrast",
+        )
+        self._n_images = SpinBox(label="images", min=1, max=MAX_IMAGES, value=200)
+        self._seed = SpinBox(label="seed", min=0, max=2**31 - 1, value=0)
+        self._background = ComboBox(
+            label="background",
+            choices=self._layers(Image),
+            nullable=True,
+            tooltip="your own frames: their empty chamber becomes the background",
+        )
+        self._distribution = ComboBox(label="counts", choices=DISTRIBUTIONS)
+        self._labeled = ComboBox(
+            label="labeled",
+            choices=self._layers(Points),
+            nullable=True,
+            tooltip="points you placed on your frames (axis 0 = frame)",
+        )
+        self._generate = PushButton(text="Generate")
+        self._stop = PushButton(text="Stop", enabled=False)
+        self.status = Label(value="")
+        self.frame_info = Label(value="cells in this frame: -")
+        self.extend(
+            [
+                self._preset,
+                self._n_images,
+                self._seed,
+                self._background,
+                self._distribution,
+                self._labeled,
+                Container(widgets=[self._generate, self._stop], layout="horizontal", labels=False),
+                self.status,
+                self.frame_info,
+            ]
+        )
+        self._worker = self._finished_worker = None
+        self._pbar = None
+        self._generate.changed.connect(self._on_generate)
+        self._stop.changed.connect(self._on_stop)
+        for event in ("inserted", "removed", "moved"):
+            getattr(viewer.layers.events, event).connect(self._on_layers)
+        viewer.dims.events.current_step.connect(self._on_frame)
+        self.native.destroyed.connect(self._on_destroyed)
+        self._on_frame()
+
+    # -- public ----------------------------------------------------------------------------
+    def generate(self):
+        """Snapshot the settings and generate in a worker; returns it (None when refused)."""
+        if self._worker is not None:
+            return None
+        preset = self._preset.value
+        try:
+            weights = count_weights(self._distribution.value, self._labeled.value)
+            frames = None
+            if self._background.value is not None:
+                layer = self._background.value
+                if layer.rgb:
+                    raise ValueError(f"{layer.name}: the background must be gray, not RGB")
+                frames = as_frames(layer.data).copy()
+                if frames.shape[0] == 1:
+                    frames = frames[0]
+        except ValueError as err:
+            show_error(str(err))
+            self.status.value = f"not generated: {err}"
+            return None
+        config = dataclasses.replace(
+            SynthConfig.preset(preset), count_weights=tuple(weights.tolist())
+        )
+        n, seed = int(self._n_images.value), int(self._seed.value)
+        self._pbar = progress(total=n, desc="Synthetic cells")
+        self._set_running(True)
+        self.status.value = f"generating {n:,} images ..."
+        self._worker = start_worker(
+            _generate_job,
+            n,
+            config,
+            seed,
+            frames,
+            yielded=self._on_progress,
+            returned=lambda batch: self._on_generated(batch, preset, seed, config),
+            errored=self._on_errored,
+            finished=self._on_finished,
+        )
+        return self._worker
+
+    def stop(self) -> None:
+        """Stop after the current chunk of images; nothing is added."""
+        if self._worker is not None:
+            self._worker.quit()
+            self.status.value = "stopping ..."
+
+    # -- worker slots ----------------------------------------------------------------------
+    def _on_progress(self, step) -> None:
+        done, total = step
+        self.status.value = f"generating: {done:,} of {total:,} images"
+        if self._pbar is not None:
+            self._pbar.update(done - self._pbar.n)
+
+    def _on_generated(self, batch: SynthBatch, preset: str, seed: int, config) -> None:
+        name = f"synthetic cells ({preset}, seed {seed})"
+        added = [
+            getattr(self._viewer, f"add_{kind}")(data, **kwargs)
+            for data, kwargs, kind in synthetic_layers(batch, name, config)
+        ]
+        self.status.value = f"added {added[0].name} and its centres ({len(batch.counts):,} images)"
+        if added[0].name != name:
+            self.status.value += f"; the earlier '{name}' is kept"
+        self._on_frame()
+
+    def _on_errored(self, exc: BaseException) -> None:
+        self.status.value = f"not generated: {exc}"
+
+    def _on_finished(self) -> None:
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+        if self._worker is not None and self._worker.abort_requested:
+            self.status.value = "stopped; nothing was added"
+        # kept until the next run: a worker freed inside its own signal's delivery can crash Qt
+        self._finished_worker, self._worker = self._worker, None
+        self._set_running(False)
+
+    # -- callbacks -------------------------------------------------------------------------
+    def _on_generate(self, value=None) -> None:
+        self.generate()
+
+    def _on_stop(self, value=None) -> None:
+        self.stop()
+
+    def _on_layers(self, event=None) -> None:
+        self.reset_choices()
+        self._on_frame()
+
+    def _on_frame(self, event=None) -> None:
+        """Show the true count of the frame the viewer is on, of the topmost synthetic stack."""
+        layer = _top_synthetic_images(self._viewer)
+        if layer is None:
+            self.frame_info.value = "cells in this frame: -"
+            return
+        counts = layer.metadata["counts"]
+        frame = int(self._viewer.dims.current_step[0]) if layer.ndim == 3 else 0
+        frame = min(max(frame, 0), len(counts) - 1)
+        self.frame_info.value = f"cells in frame {frame}: {counts[frame]}"
+        self.frame_info.tooltip = f"true count in {layer.name}"
+
+    def _on_destroyed(self, *_) -> None:
+        """The viewer closed: stop a run and leave the widgets (gone now) alone."""
+        worker, pbar = self._worker, self._pbar
+        if worker is None:
+            return
+        for signal in (worker.yielded, worker.returned, worker.errored, worker.finished):
+            signal.disconnect()
+        if pbar is not None:
+            worker.finished.connect(pbar.close)
+        worker.quit()
+
+    def _layers(self, kind):
+        def layers(widget=None):
+            return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, kind)]
+
+        return layers
+
+    def _set_running(self, running: bool) -> None:
+        self._generate.enabled = not running
+        self._stop.enabled = running
 
 
 def sample_phase_contrast() -> list[LayerDataTuple]:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
 
 from napari_twinvae.core.config import IMAGE_SIZE, JsonConfig
 from napari_twinvae.core.intensity import normalize_frames
+from napari_twinvae.core.jobs import drain
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +220,19 @@ def generate(
     dtype; see :func:`background_image`); without it the plain ``config.background_level``.
     The same seed gives the same batch.
     """
+    return drain(iter_generate(n, config, rng=rng, background=background, counts=counts))
+
+
+def iter_generate(
+    n: int,
+    config: SynthConfig | None = None,
+    *,
+    rng: int | np.random.Generator = 0,
+    background: np.ndarray | None = None,
+    counts: Sequence[int] | np.ndarray | None = None,
+) -> Generator[tuple[int, int], None, SynthBatch]:
+    """:func:`generate` as a generator: yields (images done, n) after every chunk of images, so
+    that a worker can report and stop between chunks; returns the same :class:`SynthBatch`."""
     cfg = config if config is not None else SynthConfig()
     gen = np.random.default_rng(rng)
     n = int(n)
@@ -246,6 +260,7 @@ def generate(
         centres[row : row + m, 1] = cells.y
         centres[row : row + m, 2] = cells.x
         row += m
+        yield stop, n
     return SynthBatch(images, wanted, centres)
 
 
