@@ -1,4 +1,6 @@
 import json
+import os
+import signal
 import subprocess
 import sys
 
@@ -112,6 +114,48 @@ def test_points_outside_the_image_are_refused(files, tmp_path, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "lie outside the 128x128 image" in lines[0], lines
     assert not (tmp_path / "model.pt").exists()
+
+
+def _interrupt_after(monkeypatch, epoch):
+    """Send this process SIGINT when the run reports the end of ``epoch``."""
+    from napari_twinvae.core import train as train_module
+
+    real_run = train_module.Training.run
+
+    def run(self):
+        inner = real_run(self)
+        try:
+            for progress in inner:
+                yield progress
+                if progress.epoch_end and progress.epoch == epoch:
+                    os.kill(os.getpid(), signal.SIGINT)
+        finally:
+            inner.close()
+
+    monkeypatch.setattr(train_module.Training, "run", run)
+
+
+def test_ctrl_c_saves_the_best_model_so_far_as_stop_does(files, tmp_path, capsys, monkeypatch):
+    # found on a new-user walk: Ctrl-C threw the best model so far away; the dock's Stop keeps it
+    out = tmp_path / "model.pt"
+    out.write_bytes(b"an older model")
+    _interrupt_after(monkeypatch, epoch=1)
+    assert main(_train(files, tmp_path, "--epochs", "50")) == 130
+    captured = capsys.readouterr()
+    assert "interrupted: saved the best model so far (epoch " in captured.err
+    report = json.loads(captured.out.strip().splitlines()[-1])
+    assert report["stopped"] == "cancelled" and report["epochs"] == 1
+    assert load_checkpoint(out).summary["stopped"] == "cancelled"
+
+
+def test_ctrl_c_before_the_first_epoch_ends_saves_nothing(files, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "model.pt"
+    out.write_bytes(b"an older model")
+    _interrupt_after(monkeypatch, epoch=0)
+    assert main(_train(files, tmp_path, "--epochs", "50")) == 130
+    assert "nothing was saved" in capsys.readouterr().err
+    assert out.read_bytes() == b"an older model"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 @pytest.mark.parametrize(

@@ -2,15 +2,18 @@
 
 One progress line per epoch goes to stderr; the last line on stdout is a JSON object with the
 kept model's validation metrics and the output path. The model file is written atomically at the
-end of the run, so an existing file is replaced only by a finished model.
+end of the run, so an existing file is replaced only by a finished model, or by the best model
+so far when Ctrl-C stops the run after its first epoch (as the dock's Stop keeps it).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
+import signal
 import sys
 from pathlib import Path
 
@@ -128,19 +131,24 @@ def run(args: argparse.Namespace) -> int:
 
     training = Training(natural, config, normalization)
     gen = training.run()
-    try:
-        while True:
-            progress = next(gen)
-            if progress.message:
-                print(f"note: {progress.message}", file=sys.stderr)
-            if progress.epoch_end:
-                print(progress_line(progress), file=sys.stderr, flush=True)
-    except StopIteration:
-        pass
-    except KeyboardInterrupt:
-        gen.close()  # nothing is written: the old file (if any) stays
-        raise
+    with FirstInterruptStops() as interrupt:
+        try:
+            while not interrupt.requested:
+                progress = next(gen)
+                if progress.message:
+                    print(f"note: {progress.message}", file=sys.stderr)
+                if progress.epoch_end:
+                    print(progress_line(progress), file=sys.stderr, flush=True)
+        except StopIteration:
+            pass
+        gen.close()  # after Ctrl-C: the run ends here and keeps the best model so far
     result = training.result
+    if interrupt.requested and result.epochs == 0:
+        print(
+            f"interrupted before the first epoch ended; nothing was saved ({args.out} is as it was)",
+            file=sys.stderr,
+        )
+        return 130
     if result.best.get("epoch") == 0 and result.epochs > 0:
         print(f"note: {result.messages[-1]}", file=sys.stderr)
     if result.stopped.startswith("diverged"):
@@ -160,7 +168,42 @@ def run(args: argparse.Namespace) -> int:
         **{k: result.best.get(k) for k in ("n", "accuracy", "mae", "mre")},
     }
     print(json.dumps(_json_safe(summary)))
+    if interrupt.requested:
+        print(
+            f"interrupted: saved the best model so far (epoch {result.best.get('epoch')}) to {path}",
+            file=sys.stderr,
+        )
+        return 130
     return 0
+
+
+class FirstInterruptStops:
+    """Ctrl-C ends a run as the dock's Stop does: the first one stops it after the current batch
+    and the best model so far is saved; a second one quits at once, saving nothing."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> FirstInterruptStops:
+        with contextlib.suppress(ValueError):  # only the main thread can take signals
+            self._previous = signal.signal(signal.SIGINT, self._on_interrupt)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _on_interrupt(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(
+            "interrupted: stopping after this batch to save the best model so far "
+            "(Ctrl-C again quits without saving)",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def load_natural(images: Path, labels: Path, rois: Path | None, normalization):
