@@ -18,6 +18,7 @@ from qtpy.QtWidgets import QAbstractItemView, QComboBox, QFileDialog, QHeaderVie
 
 from napari_twinvae._widgets._annotation import (
     ANNOTATION_ROLE,
+    CELLS_SUFFIX,
     EMPTY_FRAMES_KEY,
     already_clicked,
     empty_frames,
@@ -386,9 +387,12 @@ class LabelingPanel(Container):
             show_error("there are no labels to save yet: click some cells first")
             return
         image = self.image.value
-        start = default_folder(image) / f"{file_stem(image)}-cells.csv"
+        start = default_folder(image) / f"{file_stem(image)}{CELLS_SUFFIX}"
         path, _ = QFileDialog.getSaveFileName(
-            self.native, "Save labels", str(start), "napari Points CSV (*.csv)"
+            self.native,
+            "Save labels",
+            str(start),
+            "clicked cells (*.cells.csv);;napari Points CSV (*.csv)",
         )
         if not path:
             return
