@@ -135,6 +135,20 @@ def _interrupt_after(monkeypatch, epoch):
     monkeypatch.setattr(train_module.Training, "run", run)
 
 
+def test_a_run_that_diverges_without_a_better_model_saves_nothing_and_exits_1(
+    files, tmp_path, capsys
+):
+    # found on a new-user walk: a diverged run exited 0 and wrote the model of its first
+    # seconds, and only the JSON line said why
+    out = tmp_path / "model.pt"
+    out.write_bytes(b"an older model")
+    assert main(_train(files, tmp_path, "--epochs", "3", "--learning-rate", "1e4")) == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines()[-1].startswith("error: training diverged: ")
+    assert "nothing was saved" in captured.err and "Traceback" not in captured.err
+    assert out.read_bytes() == b"an older model" and captured.out == ""
+
+
 def test_ctrl_c_saves_the_best_model_so_far_as_stop_does(files, tmp_path, capsys, monkeypatch):
     # found on a new-user walk: Ctrl-C threw the best model so far away; the dock's Stop keeps it
     out = tmp_path / "model.pt"

@@ -7,6 +7,7 @@ import torch
 from napari_twinvae.core import train as train_module
 from napari_twinvae.core.config import LossWeights, ModelConfig
 from napari_twinvae.core.data import NaturalSet
+from napari_twinvae.core.intensity import Normalization
 from napari_twinvae.core.io import CheckpointError, load_checkpoint, save_checkpoint
 from napari_twinvae.core.jobs import drain
 from napari_twinvae.core.model import Dropout, TwinVAE
@@ -307,23 +308,61 @@ def test_a_huge_learning_rate_diverges_and_keeps_the_best_model():
     assert result.best["epoch"] == 0  # nothing after the start was better
 
 
-def test_a_non_finite_loss_stops_with_a_clear_reason(monkeypatch):
+def _poison_loss(monkeypatch, bad):
+    """twin_loss whose KLD is NaN on the calls for which ``bad(call)`` holds (1-based)."""
     real = train_module.twin_loss
     calls = []
 
     def poisoned(*args, **kwargs):
         terms = real(*args, **kwargs)
         calls.append(1)
-        if len(calls) == 8:  # in the second epoch
-            return terms._replace(kld=torch.tensor(float("nan")))
-        return terms
+        return terms._replace(kld=torch.tensor(float("nan"))) if bad(len(calls)) else terms
 
     monkeypatch.setattr(train_module, "twin_loss", poisoned)
+
+
+def test_a_batch_with_a_non_finite_loss_is_skipped_and_the_run_goes_on(monkeypatch):
+    _poison_loss(monkeypatch, lambda call: call == 8)  # once, in the second epoch
     result = train(_natural(), _config(epochs=3))
-    assert result.stopped.startswith("diverged: the loss became non-finite (kld) in epoch 2")
+    assert result.stopped == "finished" and result.epochs == 3
+    assert result.info["skipped_steps"] == 1
+    assert any("skipped a batch: the loss became non-finite (kld)" in m for m in result.messages)
+    assert all(torch.isfinite(p).all() for p in result.model.parameters())
+
+
+def test_a_loss_that_stays_non_finite_stops_with_a_clear_reason(monkeypatch):
+    _poison_loss(monkeypatch, lambda call: call >= 8)
+    result = train(_natural(), _config(epochs=3))
+    assert result.stopped.startswith(
+        "diverged: the loss became non-finite (kld) in 4 batches in a row in epoch 2"
+    )
     assert result.epochs == 1 and result.best["epoch"] in (0, 1)
     kept = result.history[result.best["epoch"]]["validation"]
     assert result.best["mae"] == kept["mae"]
+
+
+def test_a_non_finite_gradient_in_the_natural_decoder_is_skipped(monkeypatch):
+    """The former failure: a transfer with decoders on stopped as soon as one step of the
+    natural twin left a non-finite value in its decoder (the next natural batch's
+    reconstruction loss was NaN, its KLD finite). Such a step is now skipped, so no weight ever
+    takes the value in, and the run goes on."""
+    model = TwinVAE(TINY)
+    last = model.decoders["natural"][-2]  # the transposed convolution to the image
+    shots = []
+
+    def poison(grad):
+        shots.append(1)
+        return torch.full_like(grad, float("nan")) if len(shots) == 2 else grad
+
+    last.weight.register_hook(poison)
+    start = (model, {"init": "scratch"}, Normalization())
+    monkeypatch.setattr(train_module, "_start_model", lambda cfg: start)
+    result = train(_natural(), _config(epochs=3))
+    assert result.stopped == "finished" and result.info["skipped_steps"] == 1
+    assert any(
+        "a gradient became non-finite (decoders.natural.12.weight)" in m for m in result.messages
+    )
+    assert all(torch.isfinite(p).all() for p in result.model.parameters())
 
 
 def test_few_labels_keep_the_last_model_and_say_so():

@@ -151,9 +151,19 @@ def run(args: argparse.Namespace) -> int:
         return 130
     if result.best.get("epoch") == 0 and result.epochs > 0:
         print(f"note: {result.messages[-1]}", file=sys.stderr)
-    if result.stopped.startswith("diverged"):
+    diverged = result.stopped.startswith("diverged")
+    if diverged and not result.best.get("epoch"):
         print(
-            f"warning: training {result.stopped}; saving the model of epoch {result.best['epoch']}",
+            f"error: training {result.stopped}; no epoch did better than the start model, so "
+            f"nothing was saved ({args.out} is as it was)",
+            file=sys.stderr,
+        )
+        return 1
+    if diverged:
+        print(
+            f"warning: training {result.stopped}; it ended early, after {result.epochs} "
+            f"epoch(s); the model of epoch {result.best['epoch']}, the best on "
+            f"{result.best.get('on', 'validation')}, is saved",
             file=sys.stderr,
         )
     path = training.save(args.out)

@@ -305,6 +305,13 @@ class LabelTrainDock(Container):
 
     def _finish(self, training: Training) -> None:
         result = training.result
+        if result.stopped.startswith("diverged") and not result.best.get("epoch"):
+            self.status.value = (
+                f"training {result.stopped}; no epoch did better than the start model: "
+                "nothing to save"
+            )
+            show_warning(self.status.value)
+            return
         self._trained = training
         self._save.enabled = True
         self.status.value = outcome(result)

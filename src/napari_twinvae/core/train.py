@@ -79,6 +79,9 @@ CHANNELS_LAST_ON_CPU = True
 """Outer layers in channels-last memory order on the CPU: about 10-20 % faster steps there."""
 EXPLODING_KLD = 1e4  # unweighted KLD per pixel; a healthy run stays far below 1
 EXPLODING_LOSS = 1e8  # weighted total of one batch
+SKIPS_IN_A_ROW = 4
+"""A batch whose loss or gradient is not finite is skipped, the weights untouched (as a
+gradient scaler does); this many in a row end the run as diverged."""
 _LOSS_TERMS = ("total", "reconstruction", "regression", "kld")
 
 
@@ -467,6 +470,7 @@ class _Run:
         self.labeled = torch.from_numpy(train_labeled).to(self.device)
         self.regressor_delay = self._regressor_delay()
         self.optimizer = _optimizer(self.model, cfg)
+        self.skipped = {"steps": 0, "in_a_row": 0}
         self.frozen: set[str] | None = None
         self.frozen_norms: list[nn.Module] = []
         self.autocast, self.scaler, precision = _mixed_precision(self.device, cfg.mixed_precision)
@@ -587,24 +591,39 @@ class _Run:
         total, _, _, kld = values
         if not all(math.isfinite(v) for v in values):
             bad = [n for n, v in zip(_LOSS_TERMS, values, strict=True) if not math.isfinite(v)]
-            return f"the loss became non-finite ({', '.join(bad)})"
+            return self._skip(f"the loss became non-finite ({', '.join(bad)})")
         if kld > EXPLODING_KLD:
             return f"the KLD exploded ({kld:.3g})"
         if total > EXPLODING_LOSS:
             return f"the loss exploded ({total:.3g})"
         self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler is not None:
+        if self.scaler is not None:  # the scaler skips steps with non-finite gradients itself
             self.scaler.scale(terms.total).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
             terms.total.backward()
+            where = _nonfinite_gradient(self.model)
+            if where is not None:
+                self.optimizer.zero_grad(set_to_none=True)
+                return self._skip(f"a gradient became non-finite ({where})")
             self.optimizer.step()
+        self.skipped["in_a_row"] = 0
         n = int(x.shape[0])
         twin = sums[domain]
         twin["n"] += n
         for name, value in zip(_LOSS_TERMS, values, strict=True):
             twin[name] += value * n
+        return None
+
+    def _skip(self, problem: str) -> str | None:
+        """Skip this batch; a run that skips ``SKIPS_IN_A_ROW`` batches in a row has diverged."""
+        self.skipped["steps"] += 1
+        self.skipped["in_a_row"] += 1
+        self.info["skipped_steps"] = self.skipped["steps"]
+        if self.skipped["in_a_row"] >= SKIPS_IN_A_ROW:
+            return f"{problem} in {SKIPS_IN_A_ROW} batches in a row"
+        self._say(f"skipped a batch: {problem}; the weights are unchanged")
         return None
 
     # -- freezing, schedule ----------------------------------------------------------------
@@ -863,6 +882,15 @@ def _set_dropout(model: nn.Module, rate: float) -> None:
     for module in model.modules():
         if isinstance(module, nn.Dropout):
             module.p = rate
+
+
+def _nonfinite_gradient(model: nn.Module) -> str | None:
+    """The first parameter whose gradient holds a NaN or an infinity, or None (one fused norm
+    over all gradients; the names are looked up only when it is not finite)."""
+    named = [(n, p.grad) for n, p in model.named_parameters() if p.grad is not None]
+    if not named or torch.isfinite(torch.nn.utils.get_total_norm([g for _, g in named])):
+        return None
+    return next((n for n, g in named if not torch.isfinite(g).all()), "the gradients")
 
 
 def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
