@@ -12,6 +12,7 @@ import os
 import pickle
 import platform
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,19 +84,53 @@ def read_stack(path: str | os.PathLike, lazy: bool = True) -> np.ndarray:
     if not source.is_file():
         raise ValueError(f"{source}: no such file")
     if source.suffix.lower() in (".tif", ".tiff"):
-        if lazy:
-            with contextlib.suppress(ValueError, tifffile.TiffFileError, OSError):
-                return tifffile.memmap(source, mode="r")
-        try:
-            return tifffile.imread(source)
-        except (tifffile.TiffFileError, ValueError, OSError) as err:
-            raise ValueError(f"{source}: not a readable TIFF ({err})") from None
+        with _tifffile_errors() as damage:
+            data = None
+            if lazy:
+                with contextlib.suppress(ValueError, tifffile.TiffFileError, OSError):
+                    data = tifffile.memmap(source, mode="r")
+            if data is None:
+                try:
+                    data = tifffile.imread(source)
+                except (tifffile.TiffFileError, ValueError, OSError, KeyError) as err:
+                    # KeyError: a compression tifffile cannot decode without imagecodecs
+                    reason = " ".join(str(err).strip("'\"").split()) or type(err).__name__
+                    raise ValueError(f"{source}: not a readable TIFF ({reason})") from None
+        if damage:
+            # tifffile reads what it can of a damaged file and logs the rest: frames may be
+            # missing or garbled, so the file is refused instead of counted
+            raise ValueError(
+                f"{source}: a damaged TIFF ({damage[0]}); was it saved or copied completely?"
+            )
+        return data
     from skimage import io as skio
 
     try:
         return np.asarray(skio.imread(source))
     except (ValueError, OSError) as err:
         raise ValueError(f"{source}: not a readable image ({err})") from None
+
+
+@contextlib.contextmanager
+def _tifffile_errors() -> Iterator[list[str]]:
+    """Collect the errors tifffile logs while reading (instead of printing them on stderr)."""
+    import logging
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(" ".join(record.getMessage().split()))
+
+    messages: list[str] = []
+    logger = logging.getLogger("tifffile")
+    handler = Collect(logging.ERROR)
+    propagate = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 # -- checkpoints ---------------------------------------------------------------------------
@@ -189,7 +224,9 @@ def read_normalization(model: str | os.PathLike | None = DEFAULT_MODEL):
     """The intensity normalisation stored in a checkpoint (``"default"`` or a file), checked as
     :func:`load_checkpoint` checks the file, without building the model."""
     source = resolve_model(model)
-    return _settings(source, _read_payload(source))[1]
+    config, normalization, state = _settings(source, _read_payload(source))
+    _fitted(source, config, state)  # a start model whose weights do not fit is said now
+    return normalization
 
 
 def load_checkpoint(path: str | os.PathLike, device="cpu") -> Checkpoint:
@@ -200,30 +237,11 @@ def load_checkpoint(path: str | os.PathLike, device="cpu") -> Checkpoint:
     without weights (on torch's meta device) and takes the stored ones as they are: no random
     initialisation runs only to be overwritten.
     """
-    import torch
-
-    from napari_twinvae.core.model import TwinVAE
-
     source = Path(path)
     payload = _read_payload(source)
     config, normalization, state = _settings(source, payload)
-    try:
-        with torch.device("meta"):
-            model = TwinVAE(config)
-    except (TypeError, ValueError, RuntimeError) as err:  # e.g. widths that are not integers
-        raise CheckpointError(f"{source}: damaged checkpoint settings ({err})") from None
+    model = _fitted(source, config, state)
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    reshaped = [
-        k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
-    ]
-    if missing or unexpected or reshaped:
-        raise CheckpointError(
-            f"{source}: weights do not fit the stored model config "
-            f"({len(missing)} missing, {len(unexpected)} unexpected, {len(reshaped)} of another shape)"
-        )
     model.load_state_dict(state, assign=True)
     from napari_twinvae.core.device import select_device
 
@@ -238,6 +256,32 @@ def load_checkpoint(path: str | os.PathLike, device="cpu") -> Checkpoint:
     )
 
 
+def _fitted(source: Path, config, state: dict):
+    """The model of ``config`` built without weights (on torch's meta device: no memory, no
+    initialisation), or a CheckpointError when the stored weights do not fit it."""
+    import torch
+
+    from napari_twinvae.core.model import TwinVAE
+
+    try:
+        with torch.device("meta"):
+            model = TwinVAE(config)
+    except (TypeError, ValueError, RuntimeError) as err:  # e.g. widths that are not integers
+        raise CheckpointError(f"{source}: damaged checkpoint settings ({err})") from None
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    reshaped = [
+        k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    if missing or unexpected or reshaped:
+        raise CheckpointError(
+            f"{source}: weights do not fit the stored model config "
+            f"({len(missing)} missing, {len(unexpected)} unexpected, {len(reshaped)} of another shape)"
+        )
+    return model
+
+
 def _read_payload(source: Path) -> dict:
     """The checkpoint's dict, read with ``weights_only=True``: plain data, never code."""
     import torch
@@ -245,7 +289,10 @@ def _read_payload(source: Path) -> dict:
     if not source.is_file():
         raise CheckpointError(f"{source}: no such checkpoint file")
     try:
-        payload = torch.load(source, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # e.g. "Detected pickle protocol 5": a foreign file is refused below in one line
+            warnings.simplefilter("ignore", UserWarning)
+            payload = torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise CheckpointError(
             f"{source}: refused: the file holds objects or code beyond plain tensors and numbers"
