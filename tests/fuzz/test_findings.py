@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+import tifffile
 import torch
 
 from tests.fuzz._runner import run_cli
@@ -19,6 +21,40 @@ def test_a_truncated_tiff_is_refused_in_one_line_not_logged_and_counted(fuzz_fil
     recipe = ImageRecipe((1, 19, 29, 3), "i1", values="constant", storage="truncated", seed=2)
     run = _count(fuzz_files, write_image(recipe, tmp_path / "cut.tif"))
     assert run.status == 2 and "damaged TIFF" in run.err[0], run.err
+
+
+def test_frames_too_small_for_a_chamber_are_refused_in_one_line(fuzz_files, tmp_path):
+    # a warning that the 1x1 frames are resized, then "chamber 0 (0:1, 0:1) lies outside"
+    image = tmp_path / "dot.tif"
+    tifffile.imwrite(image, np.zeros((2, 1, 1), np.uint8))
+    run = _count(fuzz_files, image)
+    assert run.err == [
+        f"napari-twinvae: error: {image}: the frames are 1x1 pixels; a chamber needs at least 8x8"
+    ]
+
+
+def test_nan_frames_are_refused_without_the_resize_warning_first(fuzz_files, tmp_path):
+    image = tmp_path / "nan.tif"
+    tifffile.imwrite(image, np.full((2, 40, 40), np.nan, np.float32))
+    run = _count(fuzz_files, image)
+    assert run.status == 2 and len(run.err) == 1 and "NaN" in run.err[0], run.err
+
+
+def test_a_read_only_float_stack_counts_without_a_torch_warning(fuzz_files, tmp_path):
+    # torch warned "The given NumPy array is not writable" for a memory-mapped float32 stack
+    image = tmp_path / "float.tif"
+    tifffile.imwrite(image, np.random.default_rng(0).random((2, 40, 50), np.float32))
+    assert _count(fuzz_files, image).status == 0
+
+
+def test_chamber_rectangles_saved_with_excels_bom_are_read(fuzz_files, tmp_path):
+    rois = tmp_path / "rois.csv"
+    rows = ["index,shape-type,vertex-index,axis-0,axis-1"]
+    rows += [
+        f"0,rectangle,{v},{y},{x}" for v, (y, x) in enumerate([(0, 0), (0, 40), (40, 40), (40, 0)])
+    ]
+    rois.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(rows).encode())
+    assert _count(fuzz_files, fuzz_files / "stack.tif", "--rois", rois).status == 0
 
 
 def test_a_start_model_whose_weights_do_not_fit_is_refused_before_any_note(fuzz_files, tmp_path):

@@ -94,25 +94,23 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{out}: is a folder; name the CSV file to write")
     device, checkpoint = check_model_arguments(args)
     regions = read_regions_csv(args.rois) if args.rois is not None else None
-    stacks = []
+    stacks, notes = [], []
     for path in args.images:
         try:
             stacks.append(as_frames(read_stack(path)))
         except ValueError as err:
             message = str(err)
             raise UsageError(message if str(path) in message else f"{path}: {message}") from None
-        if regions is not None:
-            try:
-                _, notes = fit_regions(regions, stacks[-1].shape[1:])
-            except ValueError as err:
-                raise UsageError(f"{args.rois}: {err} (in {path})") from None
-            for note in notes:
-                log.warning("%s: %s", path, note)
+        try:
+            _, clipped = fit_regions(regions, stacks[-1].shape[1:])
+        except ValueError as err:
+            where = f"{args.rois}: {err} (in {path})" if regions else f"{path}: {err}"
+            raise UsageError(where) from None
+        notes += [f"{path}: {note}" for note in clipped]
         if resized_whole_frame(stacks[-1].shape, regions):
-            log.warning(
-                "%s: whole %dx%d frames are resized to 128x128; pass --rois to count per chamber",
-                path,
-                *stacks[-1].shape[1:],
+            notes.append(
+                f"{path}: whole {stacks[-1].shape[1]}x{stacks[-1].shape[2]} frames are resized "
+                "to 128x128; pass --rois to count per chamber"
             )
     progress = Progress(sum(s.shape[0] for s in stacks), enabled=sys.stderr.isatty())
     results = []
@@ -130,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
     progress.close()
     files = [str(p) for p in args.images] if len(args.images) > 1 else None
     write_counts_csv(out, results, files)
+    for note in notes:  # after the counting: a refused frame ends the run with its one line
+        log.warning("%s", note)
     flagged = sum(int((r.flags != "").sum()) for r in results)
     if flagged:
         total = sum(r.counts.size for r in results)

@@ -37,7 +37,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from napari_twinvae.core.chambers import as_frames
+    from napari_twinvae.core.chambers import as_frames, fit_regions
     from napari_twinvae.core.io import read_stack
     from napari_twinvae.core.labels import load_annotation
     from napari_twinvae.core.metrics import count_metrics
@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     device, checkpoint = check_model_arguments(args)
     try:
         stack = as_frames(read_stack(args.images))
+        fit_regions(None, stack.shape[1:])
     except ValueError as err:
         message = str(err)
         raise UsageError(
@@ -58,14 +59,17 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise UsageError(f"{args.labels}: {err}") from None
     frames = annotation.labeled_frames.tolist()
-    result = count(
-        stack,
-        checkpoint,
-        batch_size=args.batch_size,
-        device=device,
-        frame_indices=frames,
-        views=args.views,
-    )
+    try:
+        result = count(
+            stack,
+            checkpoint,
+            batch_size=args.batch_size,
+            device=device,
+            frame_indices=frames,
+            views=args.views,
+        )
+    except ValueError as err:  # e.g. NaN in a labeled frame
+        raise UsageError(f"{args.images}: {err}") from None
     metrics = count_metrics(result.estimates[:, 0], labels.counts[frames, 0])
     print(
         f"{metrics['n']} labeled frames: accuracy {_percent(metrics['accuracy'])}, "

@@ -230,27 +230,34 @@ def load_natural(images: Path, labels: Path, rois: Path | None, normalization):
     from napari_twinvae.core.trainset import check_labels, iter_natural_set
 
     annotation = load_annotation(labels)
-    stack = as_frames(read_stack(images))
-    regions = None
-    if rois is not None:
-        rectangles = read_regions_csv(rois)
-        try:
-            regions, notes = fit_regions(rectangles, stack.shape[1:])
-        except ValueError as err:
-            raise UsageError(f"{rois}: {err}") from None
-        for note in notes:
-            print(f"note: {note}", file=sys.stderr)
-    elif resized_whole_frame(stack.shape, None):
-        print(
-            f"note: frames are {stack.shape[1]}x{stack.shape[2]}; each whole frame is resized "
-            "to 128x128 (mark chambers with --rois for better counts)",
-            file=sys.stderr,
-        )
+    try:
+        stack = as_frames(read_stack(images))
+    except ValueError as err:
+        message = str(err)
+        raise UsageError(message if str(images) in message else f"{images}: {message}") from None
+    rectangles = read_regions_csv(rois) if rois is not None else None
+    try:
+        regions, notes = fit_regions(rectangles, stack.shape[1:])
+    except ValueError as err:
+        raise UsageError(f"{rois}: {err}" if rois is not None else f"{images}: {err}") from None
+    if rectangles is None:
+        regions = None
+        if resized_whole_frame(stack.shape, None):
+            notes.append(
+                f"frames are {stack.shape[1]}x{stack.shape[2]}; each whole frame is resized "
+                "to 128x128 (mark chambers with --rois for better counts)"
+            )
     try:
         check_labels(stack, annotation, regions)
     except ValueError as err:
         raise UsageError(f"{labels}: {err}") from None
-    return drain(iter_natural_set(stack, annotation, regions, normalization, _CHUNK))
+    try:
+        natural = drain(iter_natural_set(stack, annotation, regions, normalization, _CHUNK))
+    except ValueError as err:  # e.g. NaN in a labeled frame
+        raise UsageError(f"{images}: {err}") from None
+    for note in notes:  # once the inputs are known to be usable: a refusal is one line
+        print(f"note: {note}", file=sys.stderr)
+    return natural
 
 
 def progress_line(progress) -> str:

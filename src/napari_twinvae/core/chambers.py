@@ -88,9 +88,9 @@ def read_regions_csv(path: str | os.PathLike) -> list[Region]:
     """Rectangles from napari's Shapes CSV (``index,shape-type,vertex-index,axis-0,axis-1[,...]``)."""
     source = Path(path)
     try:
-        with open(source, newline="", encoding="utf-8") as f:
+        with open(source, newline="", encoding="utf-8-sig") as f:  # with or without Excel's BOM
             rows = list(csv.DictReader(f))
-    except (OSError, UnicodeDecodeError) as err:
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise ValueError(f"{source}: cannot read the chamber rectangles ({err})") from None
     if not rows:
         raise ValueError(f"{source}: holds no shapes")
@@ -110,7 +110,10 @@ def read_regions_csv(path: str | os.PathLike) -> list[Region]:
     except (TypeError, ValueError) as err:
         raise ValueError(f"{source}: a row is not a number ({err})") from None
     order = sorted(shapes)
-    return regions_from_shapes([np.array(shapes[i]) for i in order], [types[i] for i in order])
+    try:
+        return regions_from_shapes([np.array(shapes[i]) for i in order], [types[i] for i in order])
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}") from None
 
 
 EDGE_ALLOWANCE = 0.1
@@ -132,6 +135,11 @@ def fit_regions(
     """
     height, width = int(frame_shape[0]), int(frame_shape[1])
     if not regions:
+        if min(height, width) < MIN_SIDE:
+            raise ValueError(
+                f"the frames are {height}x{width} pixels; a chamber needs at least "
+                f"{MIN_SIDE}x{MIN_SIDE}"
+            )
         return [(0, 0, height, width)], []
     checked, notes = [], []
     for number, (top, left, bottom, right) in enumerate(regions):
@@ -200,7 +208,9 @@ def _area_resize(part: np.ndarray) -> np.ndarray:
 
     a_y = torch.from_numpy(area_matrix(part.shape[1]))
     a_x = torch.from_numpy(area_matrix(part.shape[2]))
-    return (a_y @ torch.from_numpy(np.ascontiguousarray(part)) @ a_x.T).numpy()
+    # a read-only memory map is copied: torch warns about (and must not write to) such arrays
+    part = np.require(part, requirements=("C_CONTIGUOUS", "WRITEABLE"))
+    return (a_y @ torch.from_numpy(part) @ a_x.T).numpy()
 
 
 def chamber_crops(
