@@ -47,6 +47,18 @@ def test_a_read_only_float_stack_counts_without_a_torch_warning(fuzz_files, tmp_
     assert _count(fuzz_files, image).status == 0
 
 
+def test_a_points_csv_with_a_count_column_is_read_as_points(fuzz_files, tmp_path):
+    # a feature column 'count' made it a frame,count table: a KeyError traceback without an
+    # index column, and the index taken for frames with one
+    for header in ("axis-0,axis-1,axis-2,count", "index,axis-0,axis-1,axis-2,count"):
+        labels = tmp_path / "points.csv"
+        cells = "".join(f"\n{'0,' * ('index' in header)}0,{y},{y},1" for y in (10, 20))
+        labels.write_text(header + cells + "\n")
+        argv = ["evaluate", fuzz_files / "stack.tif", "--labels", labels, "--device", "cpu"]
+        run = run_cli([*argv, "--model", fuzz_files / "model.pt"], keep=(labels,))
+        assert run.status == 0 and '"n": 1' in run.out, run
+
+
 def test_chamber_rectangles_saved_with_excels_bom_are_read(fuzz_files, tmp_path):
     rois = tmp_path / "rois.csv"
     rows = ["index,shape-type,vertex-index,axis-0,axis-1"]

@@ -211,7 +211,7 @@ def load_annotation(path: str | os.PathLike) -> Annotation:
     """
     source = Path(path)
     columns, rows = _read_rows(source)
-    if "count" in columns:
+    if {"frame", "count"} <= set(columns):
         table = _counts_from_rows(source, rows)
         if not table:
             raise ValueError(f"{source}: holds no labels")
@@ -274,7 +274,8 @@ def _read_rows(source: Path) -> tuple[list[str], list[dict[str, str]]]:
         raise ValueError(f"{source}: not a readable CSV ({err})") from None
     if not columns:
         raise ValueError(f"{source}: the file is empty")
-    if "count" in columns and "frame" not in columns and "index" in columns:
+    points = {"axis-0", "axis-1"} <= set(columns)
+    if "count" in columns and "frame" not in columns and "index" in columns and not points:
         # Tables that number their frames `index` (e.g. the shared benchmark sets), not points.
         rows = [{**row, "frame": row["index"]} for row in rows]
         columns = [*columns, "frame"]
