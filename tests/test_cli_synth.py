@@ -70,7 +70,8 @@ def test_series_writes_the_sample_time_series(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--n", "-3"], "must not be negative"),
+        (["--n", "-3"], "at least 1"),
+        (["--n", "0"], "at least 1"),
         ([], "--n is needed"),
         (["--series", "--n", "0"], "at least 1"),
         (["--series", "--background", "{tmp}/stack.tif"], "leave out --background"),

@@ -63,6 +63,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def refuse_overwriting_inputs(out, inputs, option: str = "--out") -> None:
+    """A UsageError when the file to write is one of the files read: it would be replaced."""
+    import os
+    from pathlib import Path
+
+    target = Path(out)
+    for source in inputs:
+        if source is None or str(source) in ("", "default"):
+            continue
+        same = Path(source).resolve() == target.resolve()
+        if not same and target.is_file() and Path(source).is_file():
+            same = os.path.samefile(source, target)  # e.g. a hard link
+        if same:
+            raise UsageError(f"{option} {out} is also an input; name a new file to write")
+
+
 def _one_line(err: BaseException) -> str:
     text = " ".join(str(err).split())
     return text or type(err).__name__

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
+import pytest
 import tifffile
 import torch
 
@@ -86,3 +89,45 @@ def test_a_foreign_pickle_protocol_is_refused_without_torchs_warning(fuzz_files,
     (tmp_path / "m.pt").write_bytes(pickle.dumps({"weights": [1, 2]}, protocol=5))
     run = _count(fuzz_files, fuzz_files / "stack.tif", "--model", tmp_path / "m.pt")
     assert run.status == 2 and len(run.err) == 1, run.err
+
+
+def test_a_negative_seed_is_refused_before_training(fuzz_files, tmp_path):
+    # "expected non-negative integer" after the first progress lines
+    argv = ["train", fuzz_files / "stack.tif", "--labels", fuzz_files / "labels.csv"]
+    argv += ["--out", tmp_path / "m.pt", "--init", fuzz_files / "model.pt", "--seed", "-1"]
+    run = run_cli(argv)
+    assert run.err == ["napari-twinvae: error: --seed must not be negative, got -1"]
+
+
+def test_synth_refuses_zero_images(tmp_path):
+    # it wrote an empty, nonconformant TIFF (with tifffile's warning) that count then refused
+    run = run_cli(["synth", "--n", "0", "--out", tmp_path])
+    assert run.err == ["napari-twinvae: error: --n must be at least 1, got 0"]
+    assert not (tmp_path / "images.tif").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["count", "{image}", "--out", "{image}", "--model", "{model}"],
+        ["count", "{image}", "--out", "{rois}", "--rois", "{rois}", "--model", "{model}"],
+        ["count", "{image}", "--out", "{model}", "--model", "{model}"],
+        ["train", "{image}", "--labels", "{labels}", "--out", "{image}", "--init", "{model}"],
+        ["train", "{image}", "--labels", "{labels}", "--out", "{labels}", "--init", "{model}"],
+        ["synth", "--n", "2", "--background", "{folder}/images.tif", "--out", "{folder}"],
+    ],
+)
+def test_a_result_file_that_names_an_input_is_refused(fuzz_files, tmp_path, argv):
+    # found by fuzzing: `count a.tif --out a.tif` replaced the stack with its counts
+    image = shutil.copy(fuzz_files / "stack.tif", tmp_path / "images.tif")
+    model = shutil.copy(fuzz_files / "model.pt", tmp_path / "model.pt")
+    labels = shutil.copy(fuzz_files / "labels.csv", tmp_path / "labels.csv")
+    rois = tmp_path / "rois.csv"
+    rois.write_text("index,shape-type,vertex-index,axis-0,axis-1\n0,rectangle,0,0,0\n")
+    names = {"image": image, "model": model, "labels": labels, "rois": rois, "folder": tmp_path}
+    argv = [a.format(**names) for a in argv]
+    run = run_cli(
+        [*argv, "--epochs", "1"] if argv[0] == "train" else argv,
+        keep=tuple(p for p in (image, model, labels, rois)),
+    )
+    assert run.status == 2 and "is also an input" in run.err[0], run.err

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from napari_twinvae.cli import UsageError
+from napari_twinvae.cli import UsageError, refuse_overwriting_inputs
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     if out.is_dir():
         raise UsageError(f"{out}: is a folder; name the CSV file to write")
+    refuse_overwriting_inputs(out, [*args.images, args.rois, args.model])
     device, checkpoint = check_model_arguments(args)
     regions = read_regions_csv(args.rois) if args.rois is not None else None
     stacks, notes = [], []

@@ -12,7 +12,7 @@ import csv
 import logging
 from pathlib import Path
 
-from napari_twinvae.cli import UsageError
+from napari_twinvae.cli import UsageError, refuse_overwriting_inputs
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +61,12 @@ def run(args: argparse.Namespace) -> int:
     n = args.n if args.n is not None else (SERIES_FRAMES if args.series else None)
     if n is None:
         raise UsageError("--n is needed: how many images to write")
-    if n < 0 or (args.series and n == 0):
-        need = "be at least 1 for a series" if args.series else "not be negative"
-        raise UsageError(f"--n must {need}, got {n}")
+    if n < 1:  # an empty stack is no use: count and train refuse it
+        raise UsageError(f"--n must be at least 1, got {n}")
     if args.series and args.background is not None:
         raise UsageError("--series draws its own chamber; leave out --background")
+    for name in ("images.tif", "counts.csv", "points.csv"):
+        refuse_overwriting_inputs(args.out / name, [args.background], "--out")
     background = None
     if args.background is not None:
         background = read_stack(args.background, lazy=False)
