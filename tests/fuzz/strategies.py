@@ -227,6 +227,8 @@ def label_recipes(draw, frames: int = 3, side: int = 64) -> TextRecipe:
         good = st.tuples(*[CELL] * len(header))
     rows = draw(st.lists(good, max_size=8))
     damage = draw(st.sampled_from(["none"] * 3 + ["columns", "cells", "rows", "duplicates"]))
+    if not header and damage in ("columns", "cells"):
+        damage = "rows"
     if damage == "columns":  # a column missing, another added, or the order changed
         header = tuple(draw(st.permutations(header)))[: draw(st.integers(1, len(header)))]
         header += tuple(draw(st.lists(st.sampled_from(LABEL_COLUMNS), max_size=1)))
