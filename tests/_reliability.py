@@ -10,10 +10,11 @@ from __future__ import annotations
 import collections
 import os
 
-OUTCOMES = ("worked", "refused", "traceback", "damaged")
+OUTCOMES = ("worked", "refused", "stopped", "traceback", "damaged")
 """worked: exit 0 (or the dock finished); refused: one clear line and exit 2 (or one notification);
-traceback: anything else escaped; damaged: an input or an earlier result changed, or a partial file
-was left under a final name."""
+stopped: a fault (a signal, a full disk, a closed viewer) ended the run and every file is as it
+should be; traceback: anything else escaped; damaged: an input or an earlier result changed, or a
+partial file was left under a final name."""
 
 TALLY: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
 

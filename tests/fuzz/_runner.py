@@ -1,7 +1,8 @@
 """Run a command of the command line in this process and check its contract on every input.
 
 The contract: exit 0, or exactly one line on stderr and exit status 2 (argparse's own usage
-message counts as that line); never an escaped exception or a Python warning on stderr; files the
+message counts as that line), or a run that failed by itself (a training that diverged) and
+ends with an error line and status 1; never an escaped exception or a Python warning on stderr; files the
 run must not touch stay byte-identical, and no temporary ``.*.part`` file is left behind.
 """
 
@@ -90,6 +91,11 @@ def run_cli(argv: list[str], keep: tuple[Path, ...] = (), results: tuple[Path, .
         return run
     if status == 2 and _one_clear_line(lines):
         record("refused")
+        return run
+    if status == 1 and lines and lines[-1].startswith(("error: ", f"{PROG}: error: ")):
+        # the run itself failed and said so last (e.g. a training that diverged before any
+        # epoch did better: nothing saved, status 1); the files were checked above
+        record("stopped")
         return run
     record("traceback")
     raise AssertionError(f"{PROG} {' '.join(argv)}: exit {status}, stderr:\n" + "\n".join(lines))
