@@ -40,6 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # also while the parser imports torch, before a command runs
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -58,9 +66,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as err:
         print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
 
 
 def refuse_overwriting_inputs(out, inputs, option: str = "--out") -> None:

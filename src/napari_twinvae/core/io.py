@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import os
 import pickle
 import platform
@@ -188,8 +189,15 @@ def save_checkpoint(
         "versions": _versions(),
         "summary": dict(summary or {}),
     }
-    with atomic_write(path) as f:
-        torch.save(payload, f)
+    try:
+        with atomic_write(path) as f:
+            torch.save(payload, f)
+    except RuntimeError as err:
+        # torch's zip writer wraps a failed write (a full disk) in a RuntimeError
+        cause = err.__context__ if isinstance(err.__context__, OSError) else None
+        reason = cause.strerror if cause is not None else str(err).splitlines()[0]
+        number = cause.errno if cause is not None else errno.EIO
+        raise OSError(number, f"the model could not be written: {reason}", str(path)) from None
     return Path(path)
 
 
