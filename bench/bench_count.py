@@ -8,7 +8,8 @@ network with the limit; a default count averages eight orientations of each cham
 (``core.predict.DEFAULT_VIEWS``) and costs eight passes. Also reported: the network alone on ready
 crops, the authors' full forward pass (encoder + decoder, NCHW) for comparison, and
 (``--series``) seconds to count a series of that many frames end to end from a TIFF on disk, with
-the default views and with one (written first to a temporary folder; the file is in the page
+the default views and with one; and the same rate and series for a model with a density head
+(``density_*``), which counts from the first three encoder maps and the head instead (written first to a temporary folder; the file is in the page
 cache when it is read back). The last line is a JSON object.
 
     PYTHONPATH=src python bench/bench_count.py [--n 1024] [--rounds 5] [--series 10000]
@@ -86,6 +87,8 @@ def main() -> None:
     frames = rng.integers(0, 4096, (args.n, 128, 128), dtype=np.uint16)
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = load_checkpoint(save_checkpoint(Path(folder) / "model.pt", model))
+        dense = TwinVAE(ModelConfig(head="density")).eval()
+        density = load_checkpoint(save_checkpoint(Path(folder) / "density.pt", dense))
         crops = torch.rand(args.n, 1, 128, 128)
         path = CountingPath(checkpoint.model)
 
@@ -103,7 +106,8 @@ def main() -> None:
                 )
 
         count(frames[:64], checkpoint, batch_size=args.batch_size, views=1)  # warm up
-        best = {"limit": 0.0, "count": 0.0, "network": 0.0, "full": 0.0}
+        count(frames[:64], density, batch_size=args.batch_size, views=1)
+        best = {"limit": 0.0, "count": 0.0, "network": 0.0, "full": 0.0, "density": 0.0}
         full_n = min(args.n, 256)  # the full pass is slow; fewer images give the same rate
         for _ in range(args.rounds):
             best["limit"] = max(best["limit"], matmul_flops(seconds=1.0) / COUNT_FLOPS)
@@ -113,13 +117,17 @@ def main() -> None:
                     lambda: count(frames, checkpoint, batch_size=args.batch_size, views=1), args.n
                 ),
             )
+            best["density"] = max(
+                best["density"],
+                _rate(lambda: count(frames, density, batch_size=args.batch_size, views=1), args.n),
+            )
             best["network"] = max(
                 best["network"], _rate(lambda: _network(path, crops, args.batch_size), args.n)
             )
             best["full"] = max(
                 best["full"], _rate(lambda: _full_forward(model, crops[:full_n], 64), full_n)
             )
-        series_s = {}
+        series_s, density_series_s = {}, None
         if args.series:
             tiff = Path(folder) / "series.tif"
             _write_series(tiff, args.series, rng)
@@ -130,6 +138,7 @@ def main() -> None:
                     )
                     for _ in range(2)
                 )
+            density_series_s = _seconds(lambda: count(tiff, density, batch_size=args.batch_size))
 
     ratio = best["count"] / best["limit"]
     print(
@@ -141,6 +150,11 @@ def main() -> None:
         f"matmul limit: {best['limit'] * COUNT_FLOPS / 1e9:,.1f} GFLOP/s = "
         f"{best['limit']:,.0f} images/s at {COUNT_FLOPS / 2e6:.1f} M multiply-adds each; "
         f"ratio {ratio:.2f}"
+    )
+    print(
+        f"density head: {best['density']:,.0f} images/s "
+        f"({best['density'] / best['count']:.2f}x the regressor path)"
+        + (f"; the series in {density_series_s:.1f} s" if density_series_s else "")
     )
     for views, seconds in series_s.items():
         print(
@@ -159,6 +173,8 @@ def main() -> None:
         "views": DEFAULT_VIEWS,
         "series_seconds": round(series_s[DEFAULT_VIEWS], 2) if series_s else None,
         "series_seconds_one_view": round(series_s[1], 2) if series_s else None,
+        "density_images_per_s": round(best["density"], 1),
+        "density_series_seconds": round(density_series_s, 2) if density_series_s else None,
         "threads": torch.get_num_threads(),
         "cpus": os.cpu_count(),
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -26,3 +27,12 @@ def small_model(seed: int = 0) -> TwinVAE:
 
 def small_checkpoint(path: Path, seed: int = 0, normalization: Normalization | None = None) -> Path:
     return save_checkpoint(path, small_model(seed), normalization=normalization)
+
+
+def density_checkpoint(path: Path, seed: int = 0) -> Path:
+    """A tiny model with a density head whose maps hold a few peaks per crop."""
+    torch.manual_seed(seed)
+    model = TwinVAE(dataclasses.replace(SMALL, head="density"))
+    with torch.no_grad():
+        model.density_head.fine[-1].weight.mul_(20.0)
+    return save_checkpoint(path, model.eval(), normalization=Normalization())

@@ -15,7 +15,7 @@ from napari_twinvae.cli import main
 from napari_twinvae.core.io import load_checkpoint, save_checkpoint
 from napari_twinvae.core.metrics import count_metrics
 from napari_twinvae.core.predict import count
-from tests._checkpoints import small_checkpoint, small_model
+from tests._checkpoints import density_checkpoint, small_checkpoint, small_model
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +110,7 @@ def test_evaluate_prints_json_metrics_last(files, tmp_path, capsys):
     assert main(argv) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     metrics = json.loads(last)
-    assert set(metrics) == {"n", "accuracy", "mae", "mre"}
+    assert set(metrics) == {"n", "accuracy", "mae", "mre", "bias"}
     estimates = count(stack, load_checkpoint(model)).estimates[[0, 2, 5], 0]
     assert metrics == pytest.approx(count_metrics(estimates, [3, 0, 4]))
 
@@ -259,3 +259,32 @@ def test_bad_input_in_a_real_process_is_one_line(files, tmp_path):
     )
     assert out.returncode == 2
     assert len(out.stderr.strip().splitlines()) == 1 and "no such file" in out.stderr
+
+
+def test_points_writes_the_predicted_cells_as_napari_points(files, tmp_path):
+    folder, stack, _ = files
+    model = density_checkpoint(tmp_path / "density.pt")
+    out, cells = tmp_path / "counts.csv", tmp_path / "cells.csv"
+    boxes = [(0, 0, 100, 70), (0, 70, 100, 140)]
+    argv = ["count", str(folder / "a.tif"), "--out", str(out), "--model", str(model)]
+    assert main([*argv, "--rois", str(folder / "rois.csv"), "--points", str(cells)]) == 0
+    rows = _rows(cells)
+    expected = count(stack, load_checkpoint(model), boxes, cells=True).cells
+    assert rows[0] == ["index", "axis-0", "axis-1", "axis-2"] and len(rows) == 1 + len(expected)
+    assert len(expected) > 0
+    points = np.array([[float(v) for v in row[1:]] for row in rows[1:]])
+    np.testing.assert_allclose(points, expected[:, [0, 2, 3]], atol=0.01)
+    for frame, chamber, y, x in expected:
+        top, left, bottom, right = boxes[int(chamber)]
+        assert 0 <= frame < 6 and top - 0.5 <= y < bottom - 0.5 and left - 0.5 <= x < right - 0.5
+
+
+def test_points_need_a_density_head_and_one_stack(files, tmp_path, capsys):
+    folder, _, model = files
+    cells = tmp_path / "cells.csv"
+    cells.write_text("older cells\n")
+    options = ["--out", str(tmp_path / "c.csv"), "--points", str(cells), "--model", str(model)]
+    assert main(["count", str(folder / "a.tif"), *options]) == 2
+    assert "regressor" in capsys.readouterr().err and cells.read_text() == "older cells\n"
+    assert main(["count", str(folder / "a.tif"), str(folder / "b.tif"), *options]) == 2
+    assert "one image stack" in capsys.readouterr().err

@@ -68,7 +68,7 @@ def test_a_clean_share_keeps_that_many_scenes_unhardened():
     frames, counts = HardenedMix(seed=4, clean_share=0.3).images(n, epoch=1)
     # The same scenes, drawn from the same stream, before any hardening.
     rng = np.random.default_rng([4, 4099, 1])
-    clean, same_counts = _mixed(n, _preset_configs(), rng)
+    clean, same_counts, _ = _mixed(n, _preset_configs(), rng)
     assert np.array_equal(counts, same_counts)
     kept = np.all(np.isclose(frames, normalize_frames(clean, None), atol=1e-6), axis=(1, 2))
     assert 0.2 < kept.mean() < 0.4
@@ -89,3 +89,14 @@ def test_touching_reaches_both_twins_training_scenes():
     a, _ = PresetMix(seed=1, touching=0.3).images(16, epoch=0)
     b, _ = PresetMix(seed=1).images(16, epoch=0)
     assert not np.array_equal(a, b)
+
+
+def test_mixed_and_hardened_batches_keep_each_cells_centre_with_its_image():
+    from napari_twinvae.core.pretrain import HardenedMix, PresetMix
+    from napari_twinvae.core.synthetic import counts_from_centres
+
+    for source in (PresetMix(seed=2), HardenedMix(seed=2, clean_share=0.5)):
+        batch = source.batch(24, epoch=1)
+        assert np.array_equal(counts_from_centres(batch.centres, 24), batch.counts)
+        images, counts = source.images(24, epoch=1)
+        assert np.array_equal(images, batch.images) and np.array_equal(counts, batch.counts)

@@ -11,7 +11,7 @@ from napari_twinvae.core.intensity import Normalization
 from napari_twinvae.core.io import CheckpointError, load_checkpoint, save_checkpoint
 from napari_twinvae.core.jobs import drain
 from napari_twinvae.core.model import Dropout, TwinVAE
-from napari_twinvae.core.synthetic import SynthConfig, generate
+from napari_twinvae.core.synthetic import SynthBatch, SynthConfig, generate
 from napari_twinvae.core.train import (
     CORE_PARTS,
     OUTER_PARTS,
@@ -392,7 +392,7 @@ def test_progress_reports_losses_per_twin_and_time():
     last = ends[-1]
     assert last.step == last.steps_per_epoch and last.validation["n"] == 4
     for twin in ("natural", "synthetic"):
-        assert set(last.losses[twin]) == {"total", "reconstruction", "regression", "kld"}
+        assert set(last.losses[twin]) == {"total", "reconstruction", "regression", "kld", "density"}
         assert math.isfinite(last.losses[twin]["total"])
     assert last.remaining_s == 0.0 and last.elapsed_s > 0
 
@@ -426,9 +426,10 @@ class _ConstantScenes:
     def __init__(self) -> None:
         self.calls: list[tuple[int, int]] = []
 
-    def images(self, n, epoch):
+    def batch(self, n, epoch):
         self.calls.append((n, epoch))
-        return np.full((n, 128, 128), 0.5, np.float32), np.full(n, 7, np.int64)
+        flat = np.full((n, 128, 128), 0.5, np.float32)
+        return SynthBatch(flat, np.full(n, 7, np.int64), np.zeros((0, 3)))
 
     def describe(self):
         return {"rendering": "flat"}
@@ -442,10 +443,11 @@ def test_renewal_replaces_the_training_frames_from_the_second_epoch_only(monkeyp
     original = train_module._Run._batch
 
     def recording(run, domain, index):
-        x, counts, labeled = original(run, domain, index)
+        batch = original(run, domain, index)
         if domain == "natural":
-            seen.append((renew.calls[-1][1] if renew.calls else 1, x.clone(), counts.clone()))
-        return x, counts, labeled
+            calls = renew.calls[-1][1] if renew.calls else 1
+            seen.append((calls, batch.x.clone(), batch.counts.clone()))
+        return batch
 
     monkeypatch.setattr(train_module._Run, "_batch", recording)
     validated = []  # whether each validation saw the original held-out frames

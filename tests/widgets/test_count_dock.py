@@ -276,3 +276,51 @@ def test_a_failed_count_says_so_in_the_status_line(
     assert "NaN" in seen["error"][-1]
     assert dock._status.value.startswith("counting failed: frame 1: ")
     assert dock._count_button.enabled and dock.result is None
+
+
+def test_a_density_model_shows_its_predicted_cells_and_they_can_be_proofread(
+    make_napari_viewer, qtbot, tmp_path, series, monkeypatch
+):
+    from napari_twinvae._widgets import _labeling
+    from napari_twinvae._widgets._annotation import PREDICTED_CELLS_ROLE, empty_frames
+    from napari_twinvae._widgets._labeling import LabelingPanel
+    from tests._checkpoints import density_checkpoint
+
+    model = density_checkpoint(tmp_path / "density.pt")
+    viewer = make_napari_viewer()
+    image = viewer.add_image(series, name="cells")
+    dock = _dock(viewer, model)
+    _count_now(dock, qtbot)
+    expected = count(series, load_checkpoint(model), device="cpu", cells=True).cells
+    predicted = find_owned(viewer, PREDICTED_CELLS_ROLE, image)
+    assert predicted is not None and predicted.name == "cells predicted cells"
+    np.testing.assert_allclose(predicted.data, expected[:, [0, 2, 3]], atol=1e-4)
+
+    said = {"info": [], "warning": []}
+    monkeypatch.setattr(_labeling, "show_info", said["info"].append)
+    monkeypatch.setattr(_labeling, "show_warning", said["warning"].append)
+    panel = LabelingPanel(viewer)
+    panel.image.value = image
+    frame = int(expected[0, 0])
+    panel.go_to_frame(frame)
+    panel.use_predicted_cells()
+    annotation = panel.cells.value
+    mine = expected[expected[:, 0] == frame][:, [0, 2, 3]]
+    np.testing.assert_allclose(annotation.data, mine, atol=1e-4)
+    assert f"{len(mine)} predicted cell(s) copied" in said["info"][-1]
+    panel.use_predicted_cells()  # once labeled, a frame is not overwritten
+    assert len(annotation.data) == len(mine) and "labeled already" in said["warning"][-1]
+    empty = sorted(set(range(12)) - set(expected[:, 0].astype(int).tolist()))
+    if empty:  # a frame without predicted cells is marked as holding none
+        panel.go_to_frame(empty[0])
+        panel.use_predicted_cells()
+        assert empty[0] in empty_frames(annotation)
+
+
+def test_a_regressor_model_shows_no_predicted_cells(make_napari_viewer, qtbot, model_file, series):
+    from napari_twinvae._widgets._annotation import PREDICTED_CELLS_ROLE
+
+    viewer = make_napari_viewer()
+    image = viewer.add_image(series, name="cells")
+    _count_now(_dock(viewer, model_file), qtbot)
+    assert find_owned(viewer, PREDICTED_CELLS_ROLE, image) is None

@@ -255,6 +255,24 @@ def test_training_one_epoch_in_the_worker_saves_a_model(
     assert not dock.plot.grab().isNull()  # the plot draws (Qt errors in paintEvent fail here)
 
 
+def test_a_density_head_learns_from_the_clicked_cells_in_the_dock(
+    dock_on, qtbot, tmp_path, monkeypatch, watch, small_network
+):
+    viewer, dock = _train_dock(dock_on, epochs=1)
+    assert dock.config().head is None  # the start model's head unless asked
+    dock._decoder.value = False
+    dock._head.value = "density"
+    target = tmp_path / "density.pt"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), ""))
+    dock._start.native.click()
+    _wait_until_done(qtbot, dock)
+    assert watch.errors == []
+    checkpoint = load_checkpoint(target)
+    assert checkpoint.config.head == "density" and checkpoint.summary["config"]["head"] == "density"
+    losses = checkpoint.summary["config"]["loss"]
+    assert losses["density"] > 0
+
+
 def test_stop_keeps_the_best_model_so_far(
     dock_on, qtbot, tmp_path, monkeypatch, watch, small_network
 ):

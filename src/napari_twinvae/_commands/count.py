@@ -36,6 +36,13 @@ def add_parser(subparsers) -> None:
         type=Path,
         help="chamber rectangles: napari's Shapes CSV (default: the whole frame is one chamber)",
     )
+    parser.add_argument(
+        "--points",
+        type=Path,
+        metavar="CELLS.csv",
+        help="also write the predicted cells as napari's Points CSV (a model with a density head; "
+        "one image stack)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -87,12 +94,21 @@ def run(args: argparse.Namespace) -> int:
         resized_whole_frame,
     )
     from napari_twinvae.core.io import read_stack
-    from napari_twinvae.core.predict import iter_count, write_counts_csv
+    from napari_twinvae.core.predict import iter_count, write_cells_csv, write_counts_csv
 
     out: Path = args.out
     if out.is_dir():
         raise UsageError(f"{out}: is a folder; name the CSV file to write")
     refuse_overwriting_inputs(out, [*args.images, args.rois, args.model])
+    cells = args.points is not None
+    if cells and args.points.is_dir():
+        raise UsageError(f"{args.points}: is a folder; name the Points CSV file to write")
+    if cells and len(args.images) > 1:
+        raise UsageError("--points writes the cells of one image stack; give one IMAGES file")
+    if cells:
+        refuse_overwriting_inputs(
+            args.points, [*args.images, args.rois, args.model, out], "--points"
+        )
     device, checkpoint = check_model_arguments(args)
     regions = read_regions_csv(args.rois) if args.rois is not None else None
     stacks, notes = [], []
@@ -116,7 +132,9 @@ def run(args: argparse.Namespace) -> int:
     progress = Progress(sum(s.shape[0] for s in stacks), enabled=sys.stderr.isatty())
     results = []
     for path, stack in zip(args.images, stacks, strict=True):
-        counting = iter_count(stack, checkpoint, regions, args.batch_size, device, views=args.views)
+        counting = iter_count(
+            stack, checkpoint, regions, args.batch_size, device, views=args.views, cells=cells
+        )
         try:
             while True:
                 step = next(counting)
@@ -129,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
     progress.close()
     files = [str(p) for p in args.images] if len(args.images) > 1 else None
     write_counts_csv(out, results, files)
+    if cells:
+        write_cells_csv(args.points, results[0])
     for note in notes:  # after the counting: a refused frame ends the run with its one line
         log.warning("%s", note)
     flagged = sum(int((r.flags != "").sum()) for r in results)

@@ -63,6 +63,14 @@ def add_parser(subparsers) -> None:
         help="transfer without decoders: about twice as fast, learns from labeled frames only",
     )
     parser.add_argument(
+        "--head",
+        default=None,
+        metavar="regressor|density",
+        help="what counts: the paper's regressor, or a density map learned from where the cells "
+        "are (clicked points, synthetic centres); a start model without one gets a new density "
+        "head (default: the start model's)",
+    )
+    parser.add_argument(
         "--epochs", type=int, default=None, help="epoch limit (default: 50; none with --minutes)"
     )
     parser.add_argument("--minutes", type=float, default=None, help="time budget in minutes")
@@ -125,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
         optimizer=args.optimizer,
         learning_rate=args.learning_rate,
         schedule=args.schedule,
+        head=args.head,
         batch_size=args.batch_size,
         seed=args.seed,
         device=args.device,

@@ -17,6 +17,7 @@ from napari_twinvae.core.chambers import as_frames
 from napari_twinvae.core.labels import load_annotation, save_annotation
 
 ANNOTATION_ROLE = "annotation"
+PREDICTED_CELLS_ROLE = "predicted cells"  # the density head's peaks, from the Count cells dock
 EMPTY_FRAMES_KEY = "twinvae_empty_frames"
 """Points-layer metadata: the frames the user marked as holding no cells."""
 CELLS_SUFFIX = ".cells.csv"

@@ -20,6 +20,7 @@ from napari.layers import Image, Shapes
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
 
+from napari_twinvae._widgets._annotation import PREDICTED_CELLS_ROLE
 from napari_twinvae._widgets._growth import GrowthCurve
 from napari_twinvae._widgets._layers import OWNER_KEY, find_owned, update_or_add
 from napari_twinvae._widgets._workers import start_worker
@@ -39,14 +40,18 @@ from napari_twinvae.core.predict import write_counts_csv as _write_counts_csv
 COUNT_ROLE = "counts"
 RECONSTRUCTION_ROLE = "reconstruction"
 SYNTHETIC_VIEW_ROLE = "synthetic view"
-OWN_ROLES = (COUNT_ROLE, RECONSTRUCTION_ROLE, SYNTHETIC_VIEW_ROLE)
+OWN_ROLES = (COUNT_ROLE, RECONSTRUCTION_ROLE, SYNTHETIC_VIEW_ROLE, PREDICTED_CELLS_ROLE)
 DEFAULT_MODEL, MODEL_FILE = "default model", "model file"
 
 
 def _count_job(frames, model, regions, batch_size, device, views=DEFAULT_VIEWS):
-    """Worker body: load the checkpoint, count, return both (the views need the model)."""
+    """Worker body: load the checkpoint, count, return both (the views need the model). A model
+    with a density head also finds the cells."""
     checkpoint = load_model(model, device=device)
-    result = yield from iter_count(frames, checkpoint, regions, batch_size, device, views=views)
+    cells = checkpoint.model.density_head is not None
+    result = yield from iter_count(
+        frames, checkpoint, regions, batch_size, device, views=views, cells=cells
+    )
     return checkpoint, result
 
 
@@ -263,6 +268,8 @@ class CountDock(Container):
         self._run = _Run(image, result, _frame_axis(self._viewer, image))
         frames = image.data[0] if image.multiscale else image.data
         self._count_layer(image, result)
+        if result.cells is not None:
+            self._cells_layer(image, result)
         for role, decoder in ((RECONSTRUCTION_ROLE, "natural"), (SYNTHETIC_VIEW_ROLE, "synthetic")):
             view = ModelView(frames, checkpoint, regions, decoder)
             kwargs = {
@@ -315,6 +322,24 @@ class CountDock(Container):
             },
         }
         update_or_add(self._viewer, rectangles, kwargs, "shapes", COUNT_ROLE, image)
+
+    def _cells_layer(self, image: Image, result) -> None:
+        """The density head's peaks as a Points layer over the image, frame by frame; Label &
+        train copies a frame's cells from it into the annotation for proofreading."""
+        columns = [0, 2, 3] if image.ndim == 3 else [2, 3]
+        kwargs = {
+            "name": f"{image.name} {PREDICTED_CELLS_ROLE}",
+            "ndim": image.ndim,
+            "size": float(np.clip(np.median(image.data.shape[-2:]) / 25, 3, 20)),
+            "face_color": "transparent",
+            "border_color": "#3ce0ff",
+            "border_width": 0.15,
+            "scale": tuple(image.scale),
+            "translate": tuple(image.translate),
+            "out_of_slice_display": False,
+        }
+        data = result.cells[:, columns].astype(float)
+        update_or_add(self._viewer, data, kwargs, "points", PREDICTED_CELLS_ROLE, image)
 
     # -- frames and the plot -------------------------------------------------------------------
     def _show_plot(self, result) -> None:

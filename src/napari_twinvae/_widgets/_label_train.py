@@ -114,6 +114,16 @@ class LabelTrainDock(Container):
             value=True,
             tooltip="off: a transfer skips the decoders, about twice as fast and as accurate",
         )
+        self._head = ComboBox(
+            label="count with",
+            choices=[
+                ("the start model's head", "start"),
+                ("regressor (the paper's)", "regressor"),
+                ("density map (learns where the cells are)", "density"),
+            ],
+            tooltip="density: learns from where you clicked the cells and shows the predicted "
+            "cells in Count cells, to proofread",
+        )
         self._modality = ComboBox(
             label="modality", choices=MODALITIES, tooltip="the synthetic images to train with"
         )
@@ -131,6 +141,7 @@ class LabelTrainDock(Container):
             self._model_file,
             self._strategy,
             self._decoder,
+            self._head,
             self._modality,
             self._epochs,
             self._minutes,
@@ -190,6 +201,7 @@ class LabelTrainDock(Container):
             init=init,
             freeze="none" if init == "scratch" else self._strategy.value,
             decoder=self._decoder.value,
+            head=None if self._head.value == "start" else self._head.value,
             epochs=self._epochs.value or None,
             minutes=self._minutes.value or None,
             preset=self._modality.value,

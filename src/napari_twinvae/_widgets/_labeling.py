@@ -20,6 +20,7 @@ from napari_twinvae._widgets._annotation import (
     ANNOTATION_ROLE,
     CELLS_SUFFIX,
     EMPTY_FRAMES_KEY,
+    PREDICTED_CELLS_ROLE,
     already_clicked,
     empty_frames,
     frame_points,
@@ -77,6 +78,11 @@ class LabelingPanel(Container):
         self.frame_info = Label(value="")
         self._click = PushButton(text="Click cells", tooltip="add a point on every cell")
         self._empty = PushButton(text="Frame has no cells")
+        self._predicted = PushButton(
+            text="Use predicted cells",
+            tooltip="copy this frame's predicted cells (Count cells with a density model) into the "
+            "annotation, to correct them instead of clicking every cell",
+        )
         self.summary = Label(value="")
         self.table = Table(value={"data": [], "index": [], "columns": ["frame", "cells"]})
         self.table.native.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
@@ -94,6 +100,7 @@ class LabelingPanel(Container):
                 form(self.image, self.cells, self.chambers),
                 self.frame_info,
                 row(self._click, self._empty),
+                self._predicted,
                 self.summary,
                 self.table,
                 row(self._save, self._load),
@@ -104,6 +111,7 @@ class LabelingPanel(Container):
         self.chambers.changed.connect(self._on_chambers_changed)
         self._click.changed.connect(self._on_click_cells)
         self._empty.changed.connect(self._on_empty_frame)
+        self._predicted.changed.connect(self.use_predicted_cells)
         self._save.changed.connect(self._on_save_labels)
         self._load.changed.connect(self._on_load_labels)
         self.table.native.cellClicked.connect(self._on_row_clicked)
@@ -361,16 +369,23 @@ class LabelingPanel(Container):
         self._viewer.layers.selection.active = layer
         layer.mode = "add"
 
-    def _on_empty_frame(self, value=None) -> None:
+    def _frame_to_label(self):
+        """(frame on screen, annotation layer), or None after saying what is missing."""
         frame = self.current_frame()
         if frame is None:
             show_error("pick the image layer to label first")
-            return
+            return None
         try:
-            layer = self.ensure_annotation()
+            return frame, self.ensure_annotation()
         except ValueError as err:
             show_error(str(err))
+            return None
+
+    def _on_empty_frame(self, value=None) -> None:
+        target = self._frame_to_label()
+        if target is None:
             return
+        frame, layer = target
         marked = set(empty_frames(layer))
         if frame in marked:
             marked.discard(frame)
@@ -381,6 +396,38 @@ class LabelingPanel(Container):
             marked.add(frame)
         layer.metadata[EMPTY_FRAMES_KEY] = sorted(marked)
         self.refresh()
+
+    def use_predicted_cells(self, value=None) -> None:
+        """Proofreading: the predicted cells of the frame on screen become its clicked cells
+        (none predicted: the frame is marked as holding no cells); the user then corrects them."""
+        image = self.image.value
+        predicted = find_owned(self._viewer, PREDICTED_CELLS_ROLE, image) if image else None
+        if image is not None and predicted is None:
+            show_error(
+                f"no predicted cells for {image.name}: count it in Count cells with a model that "
+                "has a density head first"
+            )
+            return
+        target = self._frame_to_label()
+        if target is None:
+            return
+        frame, layer = target
+        clicked = frame_points(layer)
+        if (np.rint(clicked[:, 0]) == frame).any() or frame in empty_frames(layer):
+            show_warning(f"frame {frame} is labeled already; delete its cells to start over")
+            return
+        cells = frame_points(predicted)
+        cells = cells[np.rint(cells[:, 0]) == frame]
+        if len(cells):
+            new = cells if layer.ndim == 3 else cells[:, 1:]
+            layer.data = np.concatenate([np.asarray(layer.data), new])
+        else:
+            layer.metadata[EMPTY_FRAMES_KEY] = sorted({*empty_frames(layer), frame})
+        self.refresh()
+        show_info(
+            f"frame {frame}: {len(cells)} predicted cell(s) copied into {layer.name}; move, add or "
+            "delete points where they are wrong"
+        )
 
     def _on_save_labels(self, value=None) -> None:
         if self.cells.value is None:

@@ -52,6 +52,10 @@ def _coerce(hint: Any, value: Any) -> Any:
     return value
 
 
+HEADS = ("regressor", "density")
+"""What counts: the paper's regressor on the latent code, or a density map from the encoders."""
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig(JsonConfig):
     """Shape of the Twin-VAE. The defaults are the paper's network (11,363,331 parameters).
@@ -67,8 +71,16 @@ class ModelConfig(JsonConfig):
     dropout: float = 0.1
     leaky_slope: float = 0.2
     logvar_max: float = 15.0
+    # "regressor": the paper's count from the latent code; "density": a shared head that reads
+    # the twin encoders' maps and predicts a density map whose sum is the count
+    head: str = "regressor"
+    density_sigma: float = 3.0  # crop pixels: the width of a cell's Gaussian in the targets
 
     def __post_init__(self) -> None:
+        if self.head not in HEADS:
+            raise ValueError(f"unknown head {self.head!r}; choose one of {', '.join(HEADS)}")
+        if not 0.5 <= self.density_sigma <= 16:
+            raise ValueError(f"density_sigma must lie in 0.5..16 pixels, got {self.density_sigma}")
         if len(self.encoder_channels) != 4:
             raise ValueError("encoder_channels needs 4 widths (128 -> 62 -> 29 -> 13 -> 5 pixels)")
         if min(self.encoder_channels) < 1 or self.shared_channels < 1 or self.latent_dim < 1:
@@ -90,9 +102,14 @@ class LossWeights(JsonConfig):
     kld: float = 2.0
     reconstruction_kind: str = "mse"  # "mse" (phase contrast) or "bce" (bright field)
     reconstruction_decay: float = 0.0  # per epoch, multiplicative; the paper used 3e-5 with BCE
+    # the density head (no weight in the paper): pixel MSE of the map on images with known
+    # cell positions, and the L1 error of its sum, in cells, on every labeled image
+    density: float = 1.0
+    density_sum: float = 0.1
 
     def __post_init__(self) -> None:
         if self.reconstruction_kind not in ("mse", "bce"):
             raise ValueError("reconstruction_kind must be 'mse' or 'bce'")
-        if min(self.reconstruction, self.regression, self.kld, self.reconstruction_decay) < 0:
+        if min(self.reconstruction, self.regression, self.kld, self.reconstruction_decay,
+               self.density, self.density_sum) < 0:  # fmt: skip
             raise ValueError("loss weights must not be negative")

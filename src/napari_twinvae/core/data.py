@@ -22,6 +22,7 @@ from napari_twinvae.core.config import IMAGE_SIZE, JsonConfig
 from napari_twinvae.core.synthetic import (
     FEW_CELLS,
     MAX_COUNT,
+    SynthBatch,
     SynthConfig,
     estimate_background,
     generate,
@@ -43,6 +44,9 @@ class NaturalSet(NamedTuple):
     frames: np.ndarray  # (N, 128, 128) float32 in [0, 1], normalised as the checkpoint says
     counts: np.ndarray  # (N,) int64; 0 where unlabeled
     labeled: np.ndarray  # (N,) bool
+    # per frame the clicked cells (k, 2) as (y, x) crop pixels, or None where only a count (or
+    # nothing) is known; None for the whole set when no frame has clicked cells
+    cells: tuple[np.ndarray | None, ...] | None = None
 
 
 def natural_set(crops: np.ndarray, labels) -> NaturalSet:
@@ -76,7 +80,14 @@ def natural_set(crops: np.ndarray, labels) -> NaturalSet:
     frames = np.ascontiguousarray(data.reshape(-1, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
     if not np.isfinite(frames).all() or frames.min() < 0.0 or frames.max() > 1.0:
         raise ValueError("natural crops must be finite and normalised to [0, 1]")
-    return NaturalSet(frames, np.where(labeled, counts, 0).reshape(-1), labeled.reshape(-1))
+    cells = None
+    if labels.cells:
+        chambers = counts.shape[1]
+        cells = tuple(
+            labels.cells.get((i // chambers, i % chambers)) if labeled.flat[i] else None
+            for i in range(labeled.size)
+        )
+    return NaturalSet(frames, np.where(labeled, counts, 0).reshape(-1), labeled.reshape(-1), cells)
 
 
 # -- synthetic images ------------------------------------------------------------------------
@@ -104,11 +115,15 @@ class SyntheticSource:
         self.preset = preset
         self.seed = int(seed)
 
-    def images(self, n: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        """``n`` new images (n, 128, 128) float32 and their counts; the same for the same epoch."""
+    def batch(self, n: int, epoch: int) -> SynthBatch:
+        """``n`` new images (n, 128, 128) float32, their counts and cell centres; the same for
+        the same epoch."""
         rng = np.random.default_rng([self.seed, 7919, int(epoch)])
-        batch = generate(int(n), self.config, rng=rng, background=self.background)
-        return batch.images, batch.counts
+        return generate(int(n), self.config, rng=rng, background=self.background)
+
+    def images(self, n: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`batch` without the centres."""
+        return self.batch(n, epoch)[:2]
 
     def describe(self) -> dict:
         """What the generator matched, for the training summary."""
@@ -178,6 +193,36 @@ class Augmentation(JsonConfig):
 def augment(
     images: torch.Tensor, generator: torch.Generator, config: Augmentation | None = None
 ) -> torch.Tensor:
+    """A randomly flipped, turned, rotated, cropped and noised copy of ``images`` (B, 1, H, W);
+    see :func:`augment_with_cells`."""
+    return _augment(images, generator, config)[0]
+
+
+def augment_with_cells(
+    images: torch.Tensor,
+    points: torch.Tensor,
+    mask: torch.Tensor,
+    generator: torch.Generator,
+    config: Augmentation | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`augment`, and the cell centres ``points`` (B, P, 2) as (y, x) pixels moved with
+    the images; ``mask`` (B, P) marks real points and loses those that leave the image. The
+    images are the same as :func:`augment`'s for the same generator state."""
+    out, theta = _augment(images, generator, config)
+    size = images.shape[-1]
+    # affine_grid maps output to input positions, u_in = A u_out + t (normalised, x first);
+    # a centre moves the other way, u_out = A^-1 (u_in - t)
+    u = (2.0 * points.flip(-1).to(theta.dtype) + 1.0) / size - 1.0
+    a, t = theta[:, :, :2], theta[:, :, 2]
+    moved = torch.linalg.solve(a.unsqueeze(1), (u - t.unsqueeze(1)).unsqueeze(-1)).squeeze(-1)
+    moved = ((moved + 1.0) * size - 1.0) / 2.0
+    inside = ((moved >= -0.5) & (moved <= size - 0.5)).all(-1)
+    return out, moved.flip(-1).to(points.dtype), mask & inside
+
+
+def _augment(
+    images: torch.Tensor, generator: torch.Generator, config: Augmentation | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A randomly flipped, turned, rotated, cropped and noised copy of ``images`` (B, 1, H, W).
 
     One affine resampling (``affine_grid`` + bilinear ``grid_sample``) per batch carries the
@@ -231,4 +276,4 @@ def augment(
         if exact is not None:
             noise = noise.masked_fill(exact.view(b, 1, 1, 1), 0.0)
         out = out + cfg.noise_std * noise
-    return out.clamp_(0.0, 1.0)
+    return out.clamp_(0.0, 1.0), theta

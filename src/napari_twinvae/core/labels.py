@@ -20,14 +20,17 @@ from typing import NamedTuple
 import numpy as np
 
 from napari_twinvae.core.chambers import Region
+from napari_twinvae.core.config import IMAGE_SIZE
 from napari_twinvae.core.synthetic import MAX_COUNT
 
 
 class Labels(NamedTuple):
-    """Counts per frame and chamber, and which of them the user labeled."""
+    """Counts per frame and chamber, and which of them the user labeled; with clicked points,
+    also where the cells are, in the pixels of each chamber's 128x128 crop."""
 
     counts: np.ndarray  # (T, R) int64; 0 where unlabeled
     labeled: np.ndarray  # (T, R) bool
+    cells: dict[tuple[int, int], np.ndarray] | None = None  # (frame, chamber) -> (k, 2) y, x
 
 
 class Annotation(NamedTuple):
@@ -159,7 +162,19 @@ def labels_from_points(
             f"{max_count} per chamber (mark smaller chambers)"
         )
     counts[~labeled] = 0
-    return Labels(counts, labeled)
+    cells = None
+    if frame_shape is not None or regions:
+        cells = {}
+        for r, box in enumerate(boxes):
+            top, left, bottom, right = box if box is not None else (0, 0, *frame_shape)
+            inside = (p[:, 1] >= top) & (p[:, 1] < bottom) & (p[:, 2] >= left) & (p[:, 2] < right)
+            # pixel centres are whole numbers: the crop's edges lie half a pixel out, on both sides
+            y = (p[:, 1] - top + 0.5) * IMAGE_SIZE / (bottom - top) - 0.5
+            x = (p[:, 2] - left + 0.5) * IMAGE_SIZE / (right - left) - 0.5
+            for t in frames:
+                here = inside & (frame == t)
+                cells[int(t), r] = np.column_stack([y[here], x[here]]).astype(np.float32)
+    return Labels(counts, labeled, cells)
 
 
 # -- files ---------------------------------------------------------------------------------

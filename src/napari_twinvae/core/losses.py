@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from napari_twinvae.core.config import IMAGE_SIZE, LossWeights
+from napari_twinvae.core.density import AMPLITUDE
 
 
 class LossTerms(NamedTuple):
@@ -46,6 +47,29 @@ def regression_loss(
         return estimate.sum() * 0.0
     diff = estimate[labeled] - count[labeled].to(estimate.dtype)
     return (diff * diff).mean()
+
+
+class DensityTerms(NamedTuple):
+    map: torch.Tensor  # pixel MSE of the maps with known cells (x AMPLITUDE squared)
+    sum: torch.Tensor  # mean absolute error of the map sums, in cells, on labeled images
+
+
+def density_loss(
+    density: torch.Tensor,
+    targets: torch.Tensor,
+    known: torch.Tensor,
+    counts: torch.Tensor,
+    labeled: torch.Tensor,
+) -> DensityTerms:
+    """The density head's terms (FCRN's pixel loss, plus a count term on the sum): images with
+    known cells train the map, every labeled image its sum, unlabeled images neither."""
+    zero = density.sum() * 0.0
+    known = known & labeled
+    pixel = F.mse_loss(density[known], targets[known]) if bool(known.any()) else zero
+    if not bool(labeled.any()):
+        return DensityTerms(pixel, zero)
+    sums = density[labeled].flatten(1).sum(1) / AMPLITUDE
+    return DensityTerms(pixel, (sums - counts[labeled].to(sums.dtype)).abs().mean())
 
 
 def kld_loss(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

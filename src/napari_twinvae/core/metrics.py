@@ -52,6 +52,12 @@ def mae(estimates, labels) -> float:
     return float(np.mean(np.abs(counts - truth))) if truth.size else float("nan")
 
 
+def bias(estimates, labels) -> float:
+    """Mean signed error of the rounded estimates, in cells: below zero the model undercounts."""
+    counts, truth = _pair(estimates, labels)
+    return float(np.mean(counts - truth)) if truth.size else float("nan")
+
+
 def mre(estimates, labels) -> float:
     """Mean relative error of the rounded estimates in percent, over labels above zero."""
     counts, truth = _pair(estimates, labels)
@@ -62,11 +68,12 @@ def mre(estimates, labels) -> float:
 
 
 def count_metrics(estimates, labels) -> dict[str, float]:
-    """All three metrics and the number of images, as a JSON-able dict."""
+    """The metrics, the bias and the number of images, as a JSON-able dict."""
     counts, truth = _pair(estimates, labels)
     return {
         "n": int(truth.size),
         "accuracy": accuracy(estimates, labels),
         "mae": mae(estimates, labels),
         "mre": mre(estimates, labels),
+        "bias": bias(estimates, labels),
     }

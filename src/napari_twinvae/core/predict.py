@@ -12,6 +12,7 @@ Counting runs only the counting path (outer encoder, shared encoder, mu, regress
 
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
 import os
@@ -34,6 +35,7 @@ from napari_twinvae.core.chambers import (
     check_regions,
 )
 from napari_twinvae.core.config import IMAGE_SIZE
+from napari_twinvae.core.density import AMPLITUDE, find_peaks
 from napari_twinvae.core.device import select_device
 from napari_twinvae.core.io import Checkpoint, atomic_write, load_model, read_stack
 from napari_twinvae.core.jobs import drain
@@ -74,6 +76,8 @@ class CountResult:
     frames: np.ndarray  # (T,) int64: each row's frame number in the series
     regions: list[Region]  # the chambers, (top, left, bottom, right) in frame pixels
     elapsed_s: float = 0.0
+    # predicted cells (density head, when asked for): rows (frame, chamber, y, x), frame pixels
+    cells: np.ndarray | None = None
 
     @property
     def flags(self) -> np.ndarray:
@@ -111,20 +115,7 @@ class CountingPath(nn.Module):
 
     def __init__(self, model: TwinVAE, domain: str = "natural") -> None:
         super().__init__()
-        if domain not in DOMAINS:
-            raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
-        convs = [m for m in model.encoders[domain] if isinstance(m, nn.Conv2d)]
-        self.convs = nn.ModuleList()
-        for conv in convs:
-            copy = nn.Conv2d(
-                conv.in_channels,
-                conv.out_channels,
-                conv.kernel_size,
-                stride=conv.stride,
-                device=conv.weight.device,
-            )
-            copy.load_state_dict(conv.state_dict())
-            self.convs.append(copy.to(memory_format=torch.channels_last))
+        self.convs = _encoder_convs(model, domain)
         shared = model.shared_encoder[0]
         w = shared.weight.detach()  # (512, 256, 5, 5) -> (512, 5*5*256), NHWC order
         self.register_buffer("shared_weight", w.permute(0, 2, 3, 1).reshape(w.shape[0], -1).clone())
@@ -149,6 +140,61 @@ class CountingPath(nn.Module):
         for layer in self.linears:  # mu, then the regressor (no activations between them)
             h = layer(h)
         return h.squeeze(-1)
+
+
+class DensityPath(nn.Module):
+    """The counting path of a model with a density head: the first three encoder convolutions
+    (channels_last copies, as in :class:`CountingPath`) and the head; the count is the
+    calibrated sum of the map, as ``model.count``. :meth:`maps` gives the maps themselves."""
+
+    def __init__(self, model: TwinVAE, domain: str = "natural") -> None:
+        super().__init__()
+        if model.density_head is None:
+            raise ValueError("the model counts with the regressor; it has no density head")
+        self.convs = _encoder_convs(model, domain, depth=3)
+        self.head = copy.deepcopy(model.density_head)
+        self.slope = float(model.config.leaky_slope)
+        self.requires_grad_(False)
+        self.eval()
+
+    def maps(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, 1, 128, 128) in [0, 1] -> density maps (B, 62, 62) x AMPLITUDE."""
+        x = x.contiguous(memory_format=torch.channels_last)
+        maps = []
+        for conv in self.convs:
+            x = F.leaky_relu_(conv(x), self.slope)
+            maps.append(x)
+        return self.head(maps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, 1, 128, 128) in [0, 1] -> count estimates (B,)."""
+        sums = self.maps(x).float().flatten(1).sum(1) / AMPLITUDE
+        return self.head.offset + self.head.scale * sums
+
+
+def counting_path(model: TwinVAE, domain: str = "natural") -> nn.Module:
+    """The fast counting path of ``model``: its density head's or its regressor's."""
+    if model.density_head is not None:
+        return DensityPath(model, domain)
+    return CountingPath(model, domain)
+
+
+def _encoder_convs(model: TwinVAE, domain: str, depth: int = 4) -> nn.ModuleList:
+    """channels_last copies of the first ``depth`` convolutions of a twin's outer encoder."""
+    if domain not in DOMAINS:
+        raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
+    convs = nn.ModuleList()
+    for conv in [m for m in model.encoders[domain] if isinstance(m, nn.Conv2d)][:depth]:
+        twin = nn.Conv2d(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            stride=conv.stride,
+            device=conv.weight.device,
+        )
+        twin.load_state_dict(conv.state_dict())
+        convs.append(twin.to(memory_format=torch.channels_last))
+    return convs
 
 
 def _check_views(views: int) -> int:
@@ -243,6 +289,7 @@ def iter_count(
     frame_indices: Sequence[int] | np.ndarray | None = None,
     domain: str = "natural",
     views: int = DEFAULT_VIEWS,
+    cells: bool = False,
 ) -> Generator[CountProgress, None, CountResult]:
     """Count the cells of every chamber in every frame, one batch at a time.
 
@@ -251,6 +298,8 @@ def iter_count(
     ``regions``: chamber rectangles (top, left, bottom, right); none = the whole frame.
     ``frame_indices``: count only these frames (e.g. the labeled ones); rows follow their order.
     ``views``: orientations of each chamber averaged (:data:`VIEWS`), one network pass each.
+    ``cells``: also find the cells, the peaks of the density map of each chamber as it is (one
+    more pass; a model with a density head only).
     Yields :class:`CountProgress` after each batch (closing the generator stops between batches);
     returns a :class:`CountResult`.
     """
@@ -261,7 +310,13 @@ def iter_count(
     indices = _check_indices(frame_indices, stack.shape[0])
     target = select_device(device)
     ckpt = _checkpoint_of(checkpoint, target)
-    path = CountingPath(ckpt.model, domain).to(target)
+    path = counting_path(ckpt.model, domain).to(target)
+    if cells and not isinstance(path, DensityPath):
+        raise ValueError(
+            "this model counts with the regressor and cannot say where the cells are; "
+            "train one with a density head (train --head density)"
+        )
+    found: list[np.ndarray] = []
     total = stack.shape[0] if indices is None else len(indices)
     n_chambers = len(boxes)
     estimates = np.empty((total, n_chambers), dtype=np.float32)
@@ -278,6 +333,11 @@ def iter_count(
             for i in range(0, len(images), batch_size):  # many chambers: split a frame's crops
                 chunk = images[i : i + batch_size].to(target, non_blocking=True)
                 out[i : i + batch_size] = averaged_count(path, chunk, views).cpu().numpy()
+                if cells:
+                    peaks = find_peaks(path.maps(chunk))
+                    crop = i + peaks.image  # crop number within this batch of frames
+                    row = np.asarray(numbers)[crop // n_chambers]
+                    found.append(_in_frame(row, crop % n_chambers, peaks.yx, boxes))
         estimates[start:stop] = out.reshape(stop - start, n_chambers)
         yield CountProgress(stop, total)
     frame_numbers = np.arange(total, dtype=np.int64) if indices is None else indices.copy()
@@ -287,7 +347,17 @@ def iter_count(
         frames=frame_numbers,
         regions=list(boxes),
         elapsed_s=time.perf_counter() - started,
+        cells=np.concatenate(found) if found else (np.zeros((0, 4)) if cells else None),
     )
+
+
+def _in_frame(frames, chambers, yx: np.ndarray, boxes) -> np.ndarray:
+    """Rows (frame, chamber, y, x): crop pixels back to the frame's (the inverse of the area
+    resize of the chamber to 128x128; pixel centres are whole numbers)."""
+    box = np.asarray(boxes, dtype=np.float64)[chambers]  # (K, 4) top, left, bottom, right
+    y = box[:, 0] + (yx[:, 0] + 0.5) * (box[:, 2] - box[:, 0]) / IMAGE_SIZE - 0.5
+    x = box[:, 1] + (yx[:, 1] + 0.5) * (box[:, 3] - box[:, 1]) / IMAGE_SIZE - 0.5
+    return np.column_stack([frames, chambers, y, x])
 
 
 def count(
@@ -300,6 +370,7 @@ def count(
     frame_indices: Sequence[int] | np.ndarray | None = None,
     domain: str = "natural",
     views: int = DEFAULT_VIEWS,
+    cells: bool = False,
 ) -> CountResult:
     """:func:`iter_count` run to the end."""
     return drain(
@@ -312,8 +383,22 @@ def count(
             frame_indices=frame_indices,
             domain=domain,
             views=views,
+            cells=cells,
         )
     )
+
+
+def write_cells_csv(path: str | os.PathLike, result: CountResult) -> Path:
+    """The predicted cells as napari's Points CSV (``index,axis-0,axis-1,axis-2``: frame, y, x),
+    atomically; napari opens it as a Points layer over the image stack."""
+    if result.cells is None:
+        raise ValueError("the count did not look for cells (count(..., cells=True))")
+    with atomic_write(path, "w") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["index", "axis-0", "axis-1", "axis-2"])
+        for i, (frame, _, y, x) in enumerate(result.cells.tolist()):
+            writer.writerow([i, int(frame), f"{y:.2f}", f"{x:.2f}"])
+    return Path(path)
 
 
 def write_counts_csv(

@@ -15,11 +15,13 @@ import dataclasses
 import numpy as np
 
 from napari_twinvae.core.data import NaturalSet
+from napari_twinvae.core.density import cells_per_image
 from napari_twinvae.core.intensity import Normalization, normalize_frames
 from napari_twinvae.core.realism import RealismConfig, harden
 from napari_twinvae.core.synthetic import (
     MAX_COUNT,
     PRESETS,
+    SynthBatch,
     SynthConfig,
     generate,
     paper_count_weights,
@@ -52,9 +54,12 @@ class PresetMix:
         self.seed = int(seed)
         self.configs = _preset_configs(touching)
 
-    def images(self, n: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    def batch(self, n: int, epoch: int) -> SynthBatch:
         rng = np.random.default_rng([self.seed, 6007, int(epoch)])
         return _mixed(int(n), self.configs, rng)
+
+    def images(self, n: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.batch(n, epoch)[:2]
 
     def describe(self) -> dict:
         return {
@@ -65,13 +70,27 @@ class PresetMix:
         }
 
 
-def _mixed(n: int, configs: list[SynthConfig], rng: np.random.Generator):
+def _mixed(n: int, configs: list[SynthConfig], rng: np.random.Generator) -> SynthBatch:
     sizes = [n // len(configs) + (i < n % len(configs)) for i in range(len(configs))]
     parts = [generate(k, cfg, rng=rng) for k, cfg in zip(sizes, configs, strict=True)]
     images = np.concatenate([p.images for p in parts])
     counts = np.concatenate([p.counts for p in parts])
+    starts = np.cumsum([0, *sizes[:-1]])
+    centres = np.concatenate(
+        [p.centres + [start, 0, 0] for p, start in zip(parts, starts, strict=True)]
+    )
     order = rng.permutation(n)
-    return images[order], counts[order]
+    return _reordered(SynthBatch(images, counts, centres), order)
+
+
+def _reordered(batch: SynthBatch, order: np.ndarray) -> SynthBatch:
+    """The batch's images in ``order``, with the centres following their images."""
+    new_frame = np.empty_like(order)
+    new_frame[order] = np.arange(len(order))
+    centres = batch.centres.copy()
+    centres[:, 0] = new_frame[batch.centres[:, 0].astype(np.int64)]
+    centres = centres[np.argsort(centres[:, 0], kind="stable")]
+    return SynthBatch(batch.images[order], batch.counts[order], centres)
 
 
 class HardenedMix:
@@ -93,11 +112,14 @@ class HardenedMix:
         self.clean_share = _check_share(clean_share)
         self.configs = _preset_configs(touching)
 
-    def images(self, n: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    def batch(self, n: int, epoch: int) -> SynthBatch:
         rng = np.random.default_rng([self.seed, 4099, int(epoch)])
         return _hardened(
             int(n), rng, self.configs, self.realism, self.normalization, self.clean_share
         )
+
+    def images(self, n: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.batch(n, epoch)[:2]
 
     def describe(self) -> dict:
         return {
@@ -125,10 +147,11 @@ def realistic_set(
     """
     rng = np.random.default_rng([int(seed), 4099])
     configs = _preset_configs(touching)
-    frames, counts = _hardened(
+    frames, counts, centres = _hardened(
         int(n), rng, configs, realism, normalization, _check_share(clean_share)
     )
-    return NaturalSet(frames, counts, np.ones(n, dtype=bool))
+    cells = tuple(cells_per_image(centres, int(n)))
+    return NaturalSet(frames, counts, np.ones(n, dtype=bool), cells)
 
 
 def _check_share(share: float) -> float:
@@ -140,13 +163,15 @@ def _check_share(share: float) -> float:
 def _hardened(n, rng, configs, realism, normalization, clean_share=0.0, chunk: int = 2048):
     frames = np.empty((n, 128, 128), dtype=np.float32)
     counts = np.empty(n, dtype=np.int64)
+    centres = []
     for start in range(0, n, chunk):  # in chunks: the float64 temporaries stay small
         stop = min(start + chunk, n)
-        images, part = _mixed(stop - start, configs, rng)
+        images, part, where = _mixed(stop - start, configs, rng)
         hard = harden(images, realism, rng)
         if clean_share > 0:  # no draw otherwise, so earlier recipes keep their images
             clean = rng.random(stop - start) < clean_share
             hard[clean] = images[clean]
         frames[start:stop] = normalize_frames(hard, normalization)
         counts[start:stop] = part
-    return frames, counts
+        centres.append(where + [start, 0, 0])
+    return SynthBatch(frames, counts, np.concatenate(centres) if centres else np.zeros((0, 3)))

@@ -39,17 +39,25 @@ import time
 from collections.abc import Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from napari_twinvae.core.config import IMAGE_SIZE, JsonConfig, LossWeights, ModelConfig
-from napari_twinvae.core.data import Augmentation, NaturalSet, SyntheticSource, augment
+from napari_twinvae.core.config import HEADS, IMAGE_SIZE, JsonConfig, LossWeights, ModelConfig
+from napari_twinvae.core.data import (
+    Augmentation,
+    NaturalSet,
+    SyntheticSource,
+    augment,
+    augment_with_cells,
+)
+from napari_twinvae.core.density import cells_per_image, density_targets, pad_points
 from napari_twinvae.core.intensity import Normalization
 from napari_twinvae.core.jobs import drain
-from napari_twinvae.core.losses import twin_loss
+from napari_twinvae.core.losses import density_loss, twin_loss
 from napari_twinvae.core.metrics import count_metrics
 from napari_twinvae.core.model import DOMAINS, TwinVAE
 from napari_twinvae.core.synthetic import PRESETS
@@ -79,10 +87,13 @@ CHANNELS_LAST_ON_CPU = True
 """Outer layers in channels-last memory order on the CPU: about 10-20 % faster steps there."""
 EXPLODING_KLD = 1e4  # unweighted KLD per pixel; a healthy run stays far below 1
 EXPLODING_LOSS = 1e8  # weighted total of one batch
+HEAD_LR_FACTOR = 10.0
+"""The density head learns this much faster than the rest: it is small, and in a transfer from
+the shipped model it starts untrained while the encoders it reads are trained."""
 SKIPS_IN_A_ROW = 4
 """A batch whose loss or gradient is not finite is skipped, the weights untouched (as a
 gradient scaler does); this many in a row end the run as diverged."""
-_LOSS_TERMS = ("total", "reconstruction", "regression", "kld")
+_LOSS_TERMS = ("total", "reconstruction", "regression", "kld", "density")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +120,9 @@ class TrainConfig(JsonConfig):
     device: str = "auto"
     augmentation: Augmentation = Augmentation()
     model: ModelConfig = ModelConfig()  # network shape when training from scratch
+    # what counts: None keeps the start model's head; "density" adds a density head to a model
+    # that has none (a transfer from the shipped regressor model), "regressor" drops one
+    head: str | None = None
     # bfloat16 autocast of the convolutions on CUDA (float16 on GPUs without bfloat16) and on
     # CPUs with native bfloat16 (AVX512-BF16 or AMX); float32 elsewhere
     mixed_precision: bool = True
@@ -137,6 +151,8 @@ class TrainConfig(JsonConfig):
             raise ValueError(
                 f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"
             )
+        if self.head is not None and self.head not in HEADS:
+            raise ValueError(f"unknown head {self.head!r}; choose one of {', '.join(HEADS)}")
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
         if self.epochs is None and self.minutes is None:
@@ -318,7 +334,7 @@ class Training:
     ``normalization`` is the one the natural crops were made with; ``None`` takes the start
     model's (``Normalization()`` from scratch). It goes into the saved checkpoint.
     ``synthetic`` replaces the default source of synthetic images (anything with the methods
-    ``images(n, epoch)`` and ``describe()`` of :class:`SyntheticSource`). ``renew``, a source of
+    ``batch(n, epoch)`` and ``describe()`` of :class:`SyntheticSource`). ``renew``, a source of
     the same kind, replaces the labeled training frames with new ones from the second epoch on
     (pretraining on rendered scenes, where new ones cost nothing); held-out frames stay.
     """
@@ -380,9 +396,9 @@ def train(
 
 
 def _checked(natural: NaturalSet) -> NaturalSet:
-    if not isinstance(natural, tuple) or len(natural) != 3:
+    if not isinstance(natural, NaturalSet):
         raise ValueError("natural must be a NaturalSet (see core.data.natural_set)")
-    frames, counts, labeled = (np.asarray(a) for a in natural)
+    frames, counts, labeled = (np.asarray(a) for a in natural[:3])
     if frames.ndim != 3 or frames.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or len(frames) == 0:
         raise ValueError(
             f"natural frames must be (N, {IMAGE_SIZE}, {IMAGE_SIZE}) with N > 0, got {frames.shape}"
@@ -392,11 +408,9 @@ def _checked(natural: NaturalSet) -> NaturalSet:
     frames = np.ascontiguousarray(frames, dtype=np.float32)
     if not frames.flags.writeable:  # torch.from_numpy wants a writable array
         frames = frames.copy()
-    return NaturalSet(
-        frames,
-        counts.astype(np.int64),
-        labeled.astype(bool),
-    )
+    if natural.cells is not None and len(natural.cells) != len(frames):
+        raise ValueError("natural cells need one entry (or None) per frame")
+    return NaturalSet(frames, counts.astype(np.int64), labeled.astype(bool), natural.cells)
 
 
 class _Run:
@@ -468,6 +482,14 @@ class _Run:
         if owner.renew is not None:  # renewal writes into them: leave the caller's arrays be
             self.frames, self.counts = self.frames.clone(), self.counts.clone()
         self.labeled = torch.from_numpy(train_labeled).to(self.device)
+        # where the cells are (density head only): clicked points of the training frames;
+        # held-out frames keep theirs hidden, as their counts
+        self.cells: dict[str, _Cells] = {}
+        self.sigma = self.model.config.density_sigma
+        if self.model.density_head is not None:
+            given = natural.cells or (None,) * len(train_labeled)
+            known = [c if keep else None for c, keep in zip(given, train_labeled, strict=True)]
+            self.cells["natural"] = _cells(known, self.device)
         self.regressor_delay = self._regressor_delay()
         self.optimizer = _optimizer(self.model, cfg)
         self.skipped = {"steps": 0, "in_a_row": 0}
@@ -502,8 +524,8 @@ class _Run:
                 fraction = self._fraction(epoch - 1 + (step - 1) / steps)
                 self._update_freeze(fraction)
                 self._update_learning_rate(fraction)
-                x, counts, labeled = self._batch(domain, index)
-                problem = self._step(domain, x, counts, labeled, regress, epoch - 1, sums)
+                batch = self._batch(domain, index)
+                problem = self._step(domain, batch, regress, epoch - 1, sums)
                 if problem:
                     reason = (
                         f"diverged: {problem} in epoch {epoch}, batch {step} ({domain} twin); "
@@ -545,26 +567,31 @@ class _Run:
 
     def _renew_natural(self, epoch: int) -> None:
         index = torch.from_numpy(np.flatnonzero(self.train_labeled)).to(self.device)
-        frames, counts = self.owner.renew.images(int(index.numel()), epoch)
+        frames, counts, centres = self.owner.renew.batch(int(index.numel()), epoch)
         self.frames[index] = torch.from_numpy(np.asarray(frames, np.float32)).to(self.device)
         self.counts[index] = torch.from_numpy(np.asarray(counts, np.int64)).to(self.device)
+        if "natural" in self.cells:
+            renewed = _cells(cells_per_image(centres, len(frames)), self.device)
+            self.cells["natural"] = self.cells["natural"].with_rows(index, renewed)
 
     def _synthetic_for(self, epoch: int) -> None:
         if self.pending is not None and self.pending_epoch == epoch:
-            images, counts = self.pending.result()
+            images, counts, centres = self.pending.result()
         else:
-            images, counts = self.source.images(self.n_synthetic, epoch)
+            images, counts, centres = self.source.batch(self.n_synthetic, epoch)
         self.synthetic = (
             torch.from_numpy(images).to(self.device),
             torch.from_numpy(counts).to(self.device),
         )
+        if self.model.density_head is not None:
+            self.cells["synthetic"] = _cells(cells_per_image(centres, len(images)), self.device)
         self.pending = None
         more = self.cfg.epochs is None or epoch < self.cfg.epochs
         if self.executor is not None and more:
             self.pending_epoch = epoch + 1
-            self.pending = self.executor.submit(self.source.images, self.n_synthetic, epoch + 1)
+            self.pending = self.executor.submit(self.source.batch, self.n_synthetic, epoch + 1)
 
-    def _batch(self, domain: str, index: np.ndarray):
+    def _batch(self, domain: str, index: np.ndarray) -> _Batch:
         idx = torch.from_numpy(index).to(self.device)
         if domain == "natural":
             x, counts, labeled = self.frames[idx], self.counts[idx], self.labeled[idx]
@@ -572,12 +599,22 @@ class _Run:
             images, all_counts = self.synthetic
             x, counts = images[idx], all_counts[idx]
             labeled = torch.ones_like(counts, dtype=torch.bool)
-        x = augment(x.unsqueeze(1), self.generator, self.cfg.augmentation)
-        return x, counts, labeled
+        cells = self.cells.get(domain)
+        if cells is None:
+            return _Batch(augment(x.unsqueeze(1), self.generator, self.cfg.augmentation), counts,
+                          labeled)  # fmt: skip
+        points, mask, known = cells.points[idx], cells.mask[idx], cells.known[idx]
+        x, points, mask = augment_with_cells(
+            x.unsqueeze(1), points, mask, self.generator, self.cfg.augmentation
+        )
+        # a cell that the crop or turn moved out of the image no longer counts
+        counts = torch.where(known, mask.sum(1), counts)
+        return _Batch(x, counts, labeled, density_targets(points, mask, self.sigma), known)
 
-    def _step(self, domain, x, counts, labeled, regress, epoch, sums) -> str | None:
+    def _step(self, domain, batch: _Batch, regress, epoch, sums) -> str | None:
         """One optimizer step on one twin's batch; returns why it diverged, if it did."""
         cfg = self.cfg
+        x, counts, labeled = batch.x, batch.counts, batch.labeled
         with self.autocast():
             out = self.model(x, domain, decode=cfg.decoder)
         # the loss in float32 even under mixed precision: the KLD sums many small terms
@@ -586,9 +623,14 @@ class _Run:
             x, rec, out.mu.float(), out.logvar.float(), out.count.float(), counts, labeled,
             cfg.loss, epoch=epoch, regress=regress,
         )  # fmt: skip
-        values = torch.stack([terms.total.detach().float(), terms.reconstruction.float(),
-                              terms.regression.float(), terms.kld.float()]).tolist()  # fmt: skip
-        total, _, _, kld = values
+        loss, density = terms.total, torch.zeros((), device=x.device)
+        if out.density is not None:
+            dens = density_loss(out.density.float(), batch.targets, batch.known, counts, labeled)
+            loss = loss + cfg.loss.density * dens.map + cfg.loss.density_sum * dens.sum
+            density = dens.map.detach()
+        values = torch.stack([loss.detach().float(), terms.reconstruction.float(),
+                              terms.regression.float(), terms.kld.float(), density]).tolist()  # fmt: skip
+        total, _, _, kld, _ = values
         if not all(math.isfinite(v) for v in values):
             bad = [n for n, v in zip(_LOSS_TERMS, values, strict=True) if not math.isfinite(v)]
             return self._skip(f"the loss became non-finite ({', '.join(bad)})")
@@ -598,11 +640,11 @@ class _Run:
             return f"the loss exploded ({total:.3g})"
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:  # the scaler skips steps with non-finite gradients itself
-            self.scaler.scale(terms.total).backward()
+            self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
-            terms.total.backward()
+            loss.backward()
             where = _nonfinite_gradient(self.model)
             if where is not None:
                 self.optimizer.zero_grad(set_to_none=True)
@@ -641,7 +683,7 @@ class _Run:
     def _update_learning_rate(self, fraction: float) -> None:
         rate = learning_rate_at(self.cfg, fraction)
         for group in self.optimizer.param_groups:
-            group["lr"] = rate
+            group["lr"] = rate * group["lr_factor"]
 
     def _fraction(self, epochs_done: float) -> float:
         """How far the run is (0-1), by epochs or by time, whichever is further."""
@@ -815,7 +857,8 @@ def _select_device(preference: str) -> torch.device:
 def _start_model(cfg: TrainConfig) -> tuple[TwinVAE, dict, Normalization]:
     """A fresh model (from scratch) or a checkpoint's (default or file), with what it was."""
     if cfg.from_scratch:
-        return TwinVAE(cfg.model), {"init": SCRATCH}, Normalization()
+        config = cfg.model if cfg.head is None else dataclasses.replace(cfg.model, head=cfg.head)
+        return TwinVAE(config), {"init": SCRATCH}, Normalization()
     from napari_twinvae.core.io import load_model
 
     checkpoint = load_model(cfg.init)
@@ -825,17 +868,27 @@ def _start_model(cfg: TrainConfig) -> tuple[TwinVAE, dict, Normalization]:
     }
     if earlier:
         info["init_summary"] = earlier
-    return checkpoint.model.float().train(), info, checkpoint.normalization
+    model = checkpoint.model.float().train()
+    if cfg.head is not None and cfg.head != model.config.head:
+        info["head"] = f"{model.config.head} -> {cfg.head}"
+        model.set_head(cfg.head)
+    return model, info, checkpoint.normalization
 
 
 def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     # every parameter is registered; frozen ones simply have no gradient and are skipped
-    params = list(model.parameters())
+    head = model.density_head
+    fresh = {id(p) for p in head.parameters()} if head is not None else set()
+    params = [
+        {"params": [p for p in model.parameters() if id(p) not in fresh], "lr_factor": 1.0},
+        {"params": [p for p in model.parameters() if id(p) in fresh], "lr_factor": HEAD_LR_FACTOR},
+    ]
+    params = [group for group in params if group["params"]]
     settings = {"lr": cfg.learning_rate, "weight_decay": cfg.weight_decay}
     if cfg.optimizer == "radam":
         return torch.optim.RAdam(params, foreach=True, **settings)
     # the fused kernel updates each tensor in one pass instead of about eight
-    fused = params[0].device.type in ("cpu", "cuda")
+    fused = params[0]["params"][0].device.type in ("cpu", "cuda")
     return torch.optim.Adam(params, fused=fused, foreach=None if fused else True, **settings)
 
 
@@ -884,6 +937,45 @@ def _set_dropout(model: nn.Module, rate: float) -> None:
             module.p = rate
 
 
+class _Batch(NamedTuple):
+    """One twin's augmented batch; with a density head also its target maps, and which images
+    have known cell positions (the others, labeled with a count only, train the map's sum)."""
+
+    x: torch.Tensor
+    counts: torch.Tensor
+    labeled: torch.Tensor
+    targets: torch.Tensor | None = None
+    known: torch.Tensor | None = None
+
+
+class _Cells(NamedTuple):
+    """Cell centres of a twin's images, padded: points (N, P, 2), mask (N, P), known (N,)."""
+
+    points: torch.Tensor
+    mask: torch.Tensor
+    known: torch.Tensor
+
+    def with_rows(self, index: torch.Tensor, rows: _Cells) -> _Cells:
+        width = max(self.points.shape[1], rows.points.shape[1])
+        points, mask = _widen(self.points, self.mask, width)
+        new_points, new_mask = _widen(rows.points, rows.mask, width)
+        points[index], mask[index] = new_points, new_mask
+        known = self.known.clone()
+        known[index] = rows.known
+        return _Cells(points, mask, known)
+
+
+def _widen(points: torch.Tensor, mask: torch.Tensor, width: int):
+    extra = width - points.shape[1]
+    return F.pad(points, (0, 0, 0, extra)), F.pad(mask, (0, extra))
+
+
+def _cells(cells: list[np.ndarray | None], device: torch.device) -> _Cells:
+    points, mask = pad_points([c if c is not None else np.zeros((0, 2)) for c in cells])
+    known = torch.tensor([c is not None for c in cells], dtype=torch.bool)
+    return _Cells(points.to(device), mask.to(device), known.to(device))
+
+
 def _nonfinite_gradient(model: nn.Module) -> str | None:
     """The first parameter whose gradient holds a NaN or an infinity, or None (one fused norm
     over all gradients; the names are looked up only when it is not finite)."""
@@ -914,7 +1006,7 @@ def _empty_losses() -> dict[str, dict[str, float]]:
 
 def _no_metrics() -> dict:
     nan = float("nan")
-    return {"n": 0, "accuracy": nan, "mae": nan, "mre": nan}
+    return {"n": 0, "accuracy": nan, "mae": nan, "mre": nan, "bias": nan}
 
 
 def _plain(value):
