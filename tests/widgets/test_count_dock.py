@@ -184,6 +184,18 @@ def test_stop_cancels_and_resets_the_buttons(make_napari_viewer, qtbot, model_fi
     assert not [layer for layer in viewer.layers if OWNER_KEY in layer.metadata]
 
 
+def test_closing_the_viewer_while_counting_stops_the_worker(make_napari_viewer, qtbot, model_file):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(2).random((300, 128, 128), dtype=np.float32))
+    dock = _dock(viewer, model_file)
+    dock._batch.value = 1  # 300 batches: the viewer closes long before the end
+    dock._count_button.native.click()
+    worker = dock._worker
+    qtbot.waitUntil(lambda: dock._progress is not None and dock._progress.n > 0, timeout=30000)
+    viewer.close()  # the dock's widgets go with it; no late signal may reach them
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=30000)
+
+
 def test_chambers_follow_the_layers_scale(make_napari_viewer, qtbot, model_file, series):
     viewer = make_napari_viewer()
     image = viewer.add_image(series, name="cells", scale=(1, 0.5, 0.5))  # microns per pixel

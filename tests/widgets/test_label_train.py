@@ -277,6 +277,7 @@ def test_stop_keeps_the_best_model_so_far(
     dock_on, qtbot, tmp_path, monkeypatch, watch, small_network
 ):
     viewer, dock = _train_dock(dock_on, epochs=0)
+    points = dock.labeling.cells.value.data.copy()
     dock._minutes.value = 30  # only a time budget: this run would go on for half an hour
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: ("", ""))
 
@@ -290,11 +291,39 @@ def test_stop_keeps_the_best_model_so_far(
     assert watch.errors == []
     result = dock._trained.result
     assert result.stopped == "cancelled" and result.best["epoch"] == 0
+    np.testing.assert_array_equal(dock.labeling.cells.value.data, points)  # labels kept
     assert dock.status.value.startswith("cancelled after")
     assert dock.status.value.endswith("not saved yet (Save model…)")
     assert dock._save.enabled and not dock._count.enabled
     saved = dock.save_model(tmp_path / "stopped.pt")
     assert load_checkpoint(saved).summary["stopped"] == "cancelled"
+
+
+def test_an_error_in_the_middle_of_training_leaves_the_labels_and_the_dock_usable(
+    dock_on, qtbot, monkeypatch, watch, messages, small_network
+):
+    from napari_twinvae.core import train as train_module
+
+    viewer, dock = _train_dock(dock_on, epochs=3)
+    cells = dock.labeling.cells.value
+    before, marked = cells.data.copy(), list(cells.metadata.get(EMPTY_FRAMES_KEY, []))
+    real, steps = train_module._Run._step, []
+
+    def failing(run, *args, **kwargs):
+        steps.append(1)
+        if len(steps) == 3:
+            raise RuntimeError("out of memory (injected)")
+        return real(run, *args, **kwargs)
+
+    monkeypatch.setattr(train_module._Run, "_step", failing)
+    dock.start_training()
+    _wait_until_done(qtbot, dock)
+    assert len(watch.errors) == 1 and "out of memory (injected)" in messages["error"][-1]
+    assert dock.status.value.startswith("training failed:")
+    assert dock._start.enabled and dock._settings.enabled and not dock._stop.enabled
+    np.testing.assert_array_equal(cells.data, before)
+    assert list(cells.metadata.get(EMPTY_FRAMES_KEY, [])) == marked
+    assert cells in viewer.layers
 
 
 def test_closing_the_dock_stops_training_and_still_offers_the_model(

@@ -23,7 +23,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from napari_twinvae._widgets._annotation import PREDICTED_CELLS_ROLE
 from napari_twinvae._widgets._growth import GrowthCurve
 from napari_twinvae._widgets._layers import OWNER_KEY, find_owned, update_or_add
-from napari_twinvae._widgets._workers import start_worker
+from napari_twinvae._widgets._workers import let_go, start_worker
 from napari_twinvae.core.chambers import fit_regions, regions_from_shapes, resized_whole_frame
 from napari_twinvae.core.device import available_devices
 from napari_twinvae.core.io import default_model_path, load_model, resolve_model
@@ -389,8 +389,7 @@ class CountDock(Container):
         for event in (self._viewer.layers.events.inserted, self._viewer.layers.events.removed):
             event.disconnect(self.reset_choices)
         self._viewer.dims.events.current_step.disconnect(self._on_frame)
-        if self._worker is not None:
-            self._worker.quit()
+        let_go(self._worker, self._progress)
 
 
 # -- helpers ---------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from napari_twinvae._widgets._forms import (
 )
 from napari_twinvae._widgets._labeling import LabelingPanel
 from napari_twinvae._widgets._train_plot import TrainingPlot, describe, outcome
-from napari_twinvae._widgets._workers import start_worker
+from napari_twinvae._widgets._workers import let_go, start_worker
 from napari_twinvae.core.chambers import resized_whole_frame
 from napari_twinvae.core.config import IMAGE_SIZE
 from napari_twinvae.core.device import available_devices
@@ -338,14 +338,7 @@ class LabelTrainDock(Container):
 
     def _on_destroyed(self, *_) -> None:
         """The viewer closed: stop a run and leave the widgets (gone now) alone."""
-        worker, pbar = self._worker, self._pbar
-        if worker is None:
-            return
-        for signal in (worker.yielded, worker.returned, worker.errored, worker.finished):
-            signal.disconnect()
-        if pbar is not None:
-            worker.finished.connect(pbar.close)
-        worker.quit()
+        let_go(self._worker, self._pbar)
 
     def _on_start(self, value=None) -> None:
         self.start_training()

@@ -69,6 +69,18 @@ def start_worker(
     return worker
 
 
+def let_go(worker: ClosingWorker | None, pbar=None) -> None:
+    """The widgets of a dock are gone (the viewer closed): stop its worker, and let no late
+    signal reach a deleted widget; napari's progress bar still closes when the worker ends."""
+    if worker is None:
+        return
+    for signal in (worker.yielded, worker.returned, worker.errored, worker.finished):
+        signal.disconnect()
+    if pbar is not None:
+        worker.finished.connect(pbar.close)
+    worker.quit()
+
+
 def _message(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text or type(exc).__name__
