@@ -11,7 +11,7 @@ import time
 
 import torch
 
-# Multiply-adds per 128x128 image (SPEC section 2).
+# Multiply-adds per 128x128 image of the authors' network (docs/architecture.md, "The network").
 ENCODER_MACS = 104.5e6
 DECODER_MACS = 121.2e6
 REGRESSOR_MACS = 0.1e6

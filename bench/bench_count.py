@@ -1,6 +1,6 @@
 """Counting speed: images/s on 128x128 frames against the machine's own matmul limit.
 
-The counting path costs 104.7 M multiply-adds per image (SPEC section 2); at the float32 matmul
+The counting path costs 104.7 M multiply-adds per image (the authors' network); at the float32 matmul
 speed measured in the same run, that allows ``limit_images_per_s``. The machines are shared and
 noisy, so the matmul limit and the counting speed are measured in alternating rounds and the best
 of each counts. These rates count each image once (``views=1``), so they compare one pass of the

@@ -4,7 +4,7 @@ Each step is timed inside the real training loop (``core.train``: augmentation, 
 backward, optimizer step), one batch between two progress reports. The machines are shared and
 noisy, so full and decoder-free steps alternate with short matrix-multiply probes, each step's
 speed is divided by the limit that its neighbouring probes measured, and the median over rounds
-is reported. limit = matmul FLOP/s / FLOPs per training image (3x the forward pass, SPEC 2).
+is reported. limit = matmul FLOP/s / FLOPs per training image (3x the forward pass).
 The last line is a JSON object.
 
     PYTHONPATH=src python bench/bench_train.py [--batch-size 64] [--rounds 8] [--device cpu]

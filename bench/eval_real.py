@@ -1,6 +1,6 @@
 """Real-data evaluation: Twin-VAE transfer against baselines on the same splits.
 
-    PYTHONPATH=src python bench/eval_real.py ../shared/data/real/usiigaci_phc
+    PYTHONPATH=src python bench/eval_real.py DATA/usiigaci_phc
 
 Splits are by source image (``source_file``): per seed, 10 % of the source images (at least one)
 are labeled, and all their crops may be used; the evaluation crops are the ``nonoverlap == 1``
@@ -19,7 +19,7 @@ splits:
              centres of the labeled crops (``points.csv``) and on the synthetic centres
 
 The last line is a JSON object: per method, the mean and standard deviation over seeds of
-accuracy, MAE and MRE (SPEC section 7).
+accuracy, MAE and MRE (as in Kenneweg, Stallmann & Hammer 2023; core.metrics).
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def train_network(
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("set", type=Path, help="a folder of ../shared/data/real")
+    parser.add_argument("set", type=Path, help="one annotated set: images.tif and counts.csv")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--labeled-share", type=float, default=0.1)
     parser.add_argument("--model", default="default", help="the pretrained model for (d), (e)")

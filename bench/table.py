@@ -1,12 +1,16 @@
 """Run every benchmark once and write their results into README.md's benchmarks table.
 
-    PYTHONPATH=src python bench/table.py [--data ../shared/data/real] [--dry-run]
+    PYTHONPATH=src python bench/table.py [--data DATA] [--dry-run]
 
 Each benchmark runs as its own process (as a user would run it) and its last output line, a JSON
 object, becomes rows of the table, each naming the command that produced it. The table sits
 between the ``<!-- bench-table -->`` and ``<!-- /bench-table -->`` markers of README.md and is
-rewritten atomically. These machines are shared and noisy: every speed is reported beside the
-machine's own compute limit measured in the same run.
+rewritten atomically (docs/benchmarks.md explains the rows). These machines are shared and noisy:
+every speed is reported beside the machine's own compute limit measured in the same run.
+
+DATA is a folder that holds the annotated real sets ``usiigaci_phc`` and ``yit_bf_yeast`` (not
+part of the repository); the table names it ``DATA``. Without ``--data`` the real-data rows are
+left out.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ def run(command: list[str]) -> dict:
 
 
 def shown(command: list[str]) -> str:
-    """The command as typed in the checkout (paths relative to it, e.g. ``../shared/...``)."""
+    """The command as typed in the checkout (paths relative to it)."""
     words = [os.path.relpath(w, ROOT) if os.path.isabs(w) else w for w in command]
     return "`" + " ".join(["python", *words]) + "`"
 
@@ -99,8 +103,8 @@ def rows_for(data: Path | None) -> list[tuple[str, str, str]]:
             folder = data / name
             if not folder.is_dir():
                 continue
-            cmd = ["bench/eval_real.py", str(folder)]
-            r = run(cmd)
+            r = run(["bench/eval_real.py", str(folder)])
+            cmd = ["bench/eval_real.py", f"DATA/{name}"]
             for method, m in r["methods"].items():
                 rows.append(
                     (
@@ -119,7 +123,7 @@ def render(rows: list[tuple[str, str, str]]) -> str:
     lines = [
         (
             f"*{time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPU cores ({platform.machine()}); "
-            "regenerate with `PYTHONPATH=src python bench/table.py`.*"
+            "regenerate with `PYTHONPATH=src python bench/table.py --data DATA`.*"
         ),
         "",
         "| what | result | command |",
@@ -131,12 +135,13 @@ def render(rows: list[tuple[str, str, str]]) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    default_data = ROOT.parent / "shared" / "data" / "real"
     parser.add_argument(
-        "--data", type=Path, default=default_data if default_data.is_dir() else None
+        "--data", type=Path, help="folder of the real sets (usiigaci_phc, yit_bf_yeast)"
     )
     parser.add_argument("--dry-run", action="store_true", help="print the table, leave README")
     args = parser.parse_args(argv)
+    if args.data is None:
+        print("no --data: the real-data rows are left out", file=sys.stderr)
     table = render(rows_for(args.data))
     if args.dry_run:
         print(table)

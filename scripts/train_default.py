@@ -1,26 +1,26 @@
 """Train the default model that ships in the package, and report how well it counts.
 
-    PYTHONPATH=src python scripts/train_default.py --out /work/runs/stage1.pt --float32 \
+    PYTHONPATH=src python scripts/train_default.py --out runs/stage1.pt --float32 \
         --renew --no-decoder --schedule cosine --dropout 0 --learning-rate 5e-4 --natural 8000 \
         --minutes 75 --decoder-minutes 6 --test-images 1000 --seed 0
-    PYTHONPATH=src python scripts/train_default.py --out /work/runs/stage2.pt --float32 \
-        --init /work/runs/stage1.pt --renew --no-decoder --schedule cosine --dropout 0 \
+    PYTHONPATH=src python scripts/train_default.py --out runs/stage2.pt --float32 \
+        --init runs/stage1.pt --renew --no-decoder --schedule cosine --dropout 0 \
         --learning-rate 3e-4 --natural 8000 --minutes 88 --decoder-minutes 5 --test-images 1000 \
         --seed 1
-    PYTHONPATH=src python scripts/train_default.py --out /work/runs/stage3.pt --float32 \
-        --init /work/runs/stage2.pt --renew --no-decoder --schedule cosine --dropout 0 \
+    PYTHONPATH=src python scripts/train_default.py --out runs/stage3.pt --float32 \
+        --init runs/stage2.pt --renew --no-decoder --schedule cosine --dropout 0 \
         --learning-rate 2e-4 --natural 8000 --minutes 80 --decoder-minutes 5 --test-images 1000 \
         --seed 2 --exact-share 0.5
-    PYTHONPATH=src python scripts/train_default.py --out /work/runs/stage5.pt \
-        --init /work/runs/stage3.pt --renew --no-decoder --schedule cosine --dropout 0 \
+    PYTHONPATH=src python scripts/train_default.py --out runs/stage5.pt \
+        --init runs/stage3.pt --renew --no-decoder --schedule cosine --dropout 0 \
         --learning-rate 1e-4 --natural 8000 --minutes 75 --decoder-minutes 5 --test-images 1000 \
         --seed 4 --exact-share 0.5
-    PYTHONPATH=src python scripts/train_default.py --out /work/runs/stage8.pt \
-        --init /work/runs/stage5.pt --renew --no-decoder --schedule cosine --dropout 0 \
+    PYTHONPATH=src python scripts/train_default.py --out runs/stage8.pt \
+        --init runs/stage5.pt --renew --no-decoder --schedule cosine --dropout 0 \
         --learning-rate 1e-4 --natural 8000 --minutes 75 --decoder-minutes 5 --test-images 1000 \
         --seed 7 --exact-share 0.5 --clean-share 0.2 --touching 0.3
 
-(the shipped model's five stages, README "The default model"; stage8.pt is copied to
+(the shipped model's five stages, docs/default-model.md; stage8.pt is copied to
 src/napari_twinvae/models/default.pt).
 
 The recipe (core.pretrain): a Twin-VAE from scratch on synthetic images of both presets; the

@@ -1,4 +1,4 @@
-"""The model's faster computations equal the layers they stand for (SPEC section 2)."""
+"""The model's faster computations equal the layers they stand for."""
 
 import torch
 import torch.nn.functional as F

@@ -1,7 +1,7 @@
 """``napari-twinvae evaluate``: accuracy, MAE and MRE of a model on hand-labeled frames.
 
 Counts only the labeled frames of the stack and compares the rounded counts with the labels
-(SPEC section 7). The last line printed is a JSON object with ``n``, ``accuracy``, ``mae`` and
+(as in Kenneweg, Stallmann & Hammer 2023). The last line printed is a JSON object with ``n``, ``accuracy``, ``mae`` and
 ``mre`` (``null`` where a metric is undefined, e.g. MRE when every label is 0).
 """
 

@@ -95,7 +95,7 @@ IMAGE_SIZE = 128
 
 @dataclasses.dataclass(frozen=True)
 class LossWeights(JsonConfig):
-    """Weights of the twin loss (SPEC section 3); the defaults worked best on phase contrast."""
+    """Weights of the twin loss (as in the paper); the defaults worked best on phase contrast."""
 
     reconstruction: float = 100.0
     regression: float = 3.0

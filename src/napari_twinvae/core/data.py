@@ -2,7 +2,7 @@
 
 Natural frames carry a label mask: a count of 0 is a real label, an unlabeled frame is not 0.
 Synthetic images are generated anew every epoch on the natural frames' own background, so the
-synthetic twin never sees the same image twice. Augmentation (SPEC section 4) runs batched on
+synthetic twin never sees the same image twice. Augmentation (as in the paper) runs batched on
 tensors on the training device: flips, 90-degree turns, a small rotation and a zoom of up to
 10 % in or out are one affine resampling per batch, then a little Gaussian noise.
 """
@@ -92,7 +92,7 @@ def natural_set(crops: np.ndarray, labels) -> NaturalSet:
 
 # -- synthetic images ------------------------------------------------------------------------
 class SyntheticSource:
-    """Fresh synthetic images per epoch, on the natural frames' background (SPEC section 6).
+    """Fresh synthetic images per epoch, on the natural frames' background, as the authors generate them.
 
     The background is the mean of the labeled frames with fewer than 5 cells, or else the
     per-pixel median of the frames. With at least ``MATCH_COUNTS_MIN_LABELS`` labeled frames the
@@ -164,7 +164,7 @@ def _widened(weights: np.ndarray, sigma: float = 1.0, paper_share: float = 0.2) 
 # -- augmentation ----------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Augmentation(JsonConfig):
-    """Random changes that keep the count (SPEC section 4), applied to both twins' batches."""
+    """Random changes that keep the count (the paper's augmentation), applied to both twins' batches."""
 
     flips: bool = True  # horizontal and vertical, each with probability 1/2
     quarter_turns: bool = True  # 0, 90, 180 or 270 degrees
@@ -178,7 +178,7 @@ class Augmentation(JsonConfig):
     noise_std: float = 0.0025  # additive zero-mean Gaussian noise, intensity units
     # The share of images that keep their exact pixels (flips and quarter turns only: no
     # resampling, no noise). Counting sees plain frames, and a model that only ever saw
-    # resampled ones counts plain frames differently (README, "The default model").
+    # resampled ones counts plain frames differently (docs/default-model.md).
     exact_share: float = 0.0
 
     def __post_init__(self) -> None:

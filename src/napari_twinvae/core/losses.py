@@ -1,4 +1,4 @@
-"""The twin loss of SPEC section 3, as pure functions.
+"""The twin loss of Kenneweg, Stallmann & Hammer (2023), as pure functions.
 
 Twin_loss(x, l) = C_rec * Rec(x) + C_reg * Reg(x, l) + C_kld * KLD(x), one domain per batch.
 """

@@ -1,4 +1,4 @@
-"""Counting metrics of SPEC section 7: accuracy, MAE and MRE of rounded estimates."""
+"""Counting metrics of Kenneweg, Stallmann & Hammer (2023): accuracy, MAE and MRE of rounded estimates."""
 
 from __future__ import annotations
 

@@ -56,7 +56,7 @@ DEFAULT_VIEWS = 8
 """Counts average all eight orientations. A cell count does not depend on how the chamber is
 turned, and the network saw every turn and flip in training, yet its estimates for the eight
 differ (by a third of a cell on average on synthetic test images); their mean is the better
-count (README, "How well it counts"), for eight passes of the network per chamber instead of one."""
+count (docs/counting.md, "Orientations"), for eight passes of the network per chamber instead of one."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +96,7 @@ class CountResult:
 class CountingPath(nn.Module):
     """``model.count(x, domain)`` rearranged for speed, with the same weights and outputs.
 
-    Measured on the 2-core development CPU (bench/bench_count.py, best of several runs, batch 32):
+    Measured on a 2-core CPU (bench/bench_count.py, best of several runs, batch 32):
     ``TwinVAE.count`` ~1,300 images/s, with channels_last ~1,600, this module ~1,900.
 
     - channels_last (NHWC) lets oneDNN run its fastest direct convolutions; they reach the

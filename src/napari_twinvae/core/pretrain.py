@@ -1,6 +1,6 @@
 """The recipe of the default model: a Twin-VAE trained on synthetic data of both presets.
 
-The synthetic twin sees the authors' clean renderings (SPEC section 6) of bright-field and
+The synthetic twin sees the authors' clean renderings of bright-field and
 phase-contrast chambers; the natural twin sees the same kind of scenes through
 :func:`core.realism.harden` (uneven light, texture, halos, debris, blur, noise, either contrast),
 normalised exactly as counting normalises real frames. So the natural twin already counts frames

@@ -1,4 +1,5 @@
-"""Synthetic chamber images with known cell counts and centres (SPEC section 6).
+"""Synthetic chamber images with known cell counts and centres (the authors' generator;
+Stallmann et al. 2020, Kenneweg, Stallmann & Hammer 2023).
 
 Cells are filled, slightly deformed ellipses with a rim of another brightness, drawn on a
 transparent layer that is blended 50/50 with a blurred copy of itself and composited on the
@@ -28,7 +29,7 @@ MAX_COUNT = 30
 PRESETS = ("bf", "pc")
 
 FEW_CELLS = 5
-"""Frames with fewer cells than this are averaged into the background (SPEC section 6)."""
+"""Frames with fewer cells than this are averaged into the background, as the authors do."""
 
 _CHUNK = 512  # images per internal chunk: bounds the working memory beside the output
 _CANDIDATES = 24  # candidate positions tried at once per image and round

@@ -1,0 +1,61 @@
+"""The README stays a short front door whose links, markers and commands keep working."""
+
+import re
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def _anchor(heading: str) -> str:
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_readme_is_under_15_kb():
+    assert README.stat().st_size < 15_000
+
+
+def test_every_local_link_and_anchor_resolves():
+    broken = []
+    for page in PAGES:
+        text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
+        for link in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", link):
+                continue
+            path, _, anchor = link.partition("#")
+            target = (page.parent / path).resolve() if path else page
+            if not target.exists():
+                broken.append(f"{page.name}: {link}")
+            elif anchor and target.suffix == ".md":
+                headings = re.findall(r"^#+ (.+)$", target.read_text(encoding="utf-8"), re.M)
+                if anchor not in {_anchor(h) for h in headings}:
+                    broken.append(f"{page.name}: {link}")
+    assert not broken
+
+
+def test_ci_reads_the_test_command_after_its_marker():
+    out = subprocess.run(
+        ["awk", "/<!-- test-command -->/{getline; getline; print; exit}", str(README)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "pytest" in out.stdout
+
+
+def test_the_benchmarks_table_has_its_markers_once():
+    text = README.read_text(encoding="utf-8")
+    assert text.count("<!-- bench-table -->") == 1
+    assert text.count("<!-- /bench-table -->") == 1
+
+
+def test_no_trace_of_a_development_machine_in_the_docs():
+    traces = re.compile(r"/work/|/home/|/tmp/|SPEC section|development machine|was lent")
+    found = [
+        f"{page.relative_to(ROOT)}: {m.group(0)}"
+        for page in PAGES + sorted((ROOT / "bench").glob("*.py"))
+        for m in traces.finditer(page.read_text(encoding="utf-8"))
+    ]
+    assert not found
