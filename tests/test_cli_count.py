@@ -52,7 +52,17 @@ def test_count_writes_frame_chamber_count_estimate(files, tmp_path, capsys):
     ]
     estimates = np.array([float(row[3]) for row in rows[1:]])
     np.testing.assert_allclose(estimates, expected.estimates.reshape(-1), atol=1e-4)
-    assert capsys.readouterr().err == ""  # no progress bar when stderr is not a terminal
+    # no progress bar when stderr is not a terminal: only the line that says what was done
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1
+    low, high = expected.counts.min(), expected.counts.max()
+    range_ = f"{low}-{high} cells" if low != high else f"{low} cell"
+    assert re.fullmatch(
+        rf"napari-twinvae count: counted {re.escape(str(folder / 'a.tif'))} with "
+        rf"{re.escape(str(model))}: 6 frames x 2 chambers, {range_}.* per chamber; wrote "
+        rf"{re.escape(str(out))} in \d+\.\d s",
+        err[0],
+    )
 
 
 def test_views_choose_how_many_orientations_are_averaged(files, tmp_path):
@@ -108,8 +118,14 @@ def test_evaluate_prints_json_metrics_last(files, tmp_path, capsys):
     labels.write_text("frame,count\n0,3\n2,0\n5,4\n")
     argv = ["evaluate", str(folder / "a.tif"), "--labels", str(labels), "--model", str(model)]
     assert main(argv) == 0
-    last = capsys.readouterr().out.strip().splitlines()[-1]
-    metrics = json.loads(last)
+    captured = capsys.readouterr()
+    metrics = json.loads(captured.out.strip().splitlines()[-1])
+    assert re.fullmatch(
+        rf"napari-twinvae evaluate: counted the 3 labeled frames of "
+        rf"{re.escape(str(folder / 'a.tif'))} against {re.escape(str(labels))} with "
+        rf"{re.escape(str(model))} in \d+\.\d s",
+        captured.err.strip(),
+    )
     assert set(metrics) == {"n", "accuracy", "mae", "mre", "bias"}
     estimates = count(stack, load_checkpoint(model)).estimates[[0, 2, 5], 0]
     assert metrics == pytest.approx(count_metrics(estimates, [3, 0, 4]))

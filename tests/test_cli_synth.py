@@ -28,6 +28,18 @@ def test_synth_writes_images_counts_and_points(tmp_path):
     assert [int(row[0]) for row in points[1:]] == list(range(len(points) - 1))
 
 
+def test_synth_says_what_it_wrote_on_stderr(tmp_path, capsys):
+    assert main(["synth", "--preset", "bf", "--n", "6", "--seed", "4", "--out", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    counts = [int(c) for _, c in _read_csv(tmp_path / "counts.csv")[1:]]
+    assert captured.out == ""
+    assert captured.err.startswith(
+        f"napari-twinvae synth: wrote 6 images (bf, seed 4; {min(counts)}-{max(counts)} cells "
+        f"per image, {sum(counts)} in all) to {tmp_path}: images.tif, counts.csv, points.csv in "
+    )
+    assert captured.err.endswith(" s\n") and len(captured.err.splitlines()) == 1
+
+
 def test_same_seed_gives_byte_identical_files(tmp_path):
     for name in ("a", "b", "c"):
         seed = "9" if name != "c" else "10"

@@ -69,6 +69,13 @@ def test_train_writes_a_model_and_ends_with_json(files, tmp_path, capsys):
     assert {"accuracy", "mae", "mre", "best_epoch"} <= set(report)
     epoch_lines = [line for line in captured.err.splitlines() if line.startswith("epoch ")]
     assert len(epoch_lines) == 2  # before training, and after the one epoch
+    assert captured.err.splitlines()[-1] == (
+        f"napari-twinvae train: read {files / 'stack.tif'} and {files / 'counts.csv'} (8 "
+        f"labeled chamber images), trained 1 epoch from {files / 'start.pt'} (finished), kept "
+        f"epoch {report['best_epoch']}; wrote {tmp_path / 'model.pt'} in "
+        + captured.err.splitlines()[-1].rsplit(" in ", 1)[1]
+    )
+    assert captured.err.splitlines()[-1].endswith(" s")
     loaded = load_checkpoint(tmp_path / "model.pt")
     assert loaded.config == TINY
     assert loaded.summary["config"]["freeze"] == "core" and loaded.summary["config"]["seed"] == 2

@@ -84,6 +84,34 @@ def refuse_overwriting_inputs(out, inputs, option: str = "--out") -> None:
             raise UsageError(f"{option} {out} is also an input; name a new file to write")
 
 
+def say_done(command: str, what: str, seconds: float) -> None:
+    """The one human line a successful command ends with, on stderr: what it read and wrote, and
+    how long it took. stdout keeps its machine-readable lines."""
+    print(f"{PROG} {command}: {what} in {duration(seconds)}", file=sys.stderr, flush=True)
+
+
+def duration(seconds: float) -> str:
+    """``4.2 s`` below a minute, else ``m:ss`` or ``h:mm:ss``."""
+    if seconds < 59.95:
+        return f"{seconds:.1f} s"
+    whole = int(round(seconds))
+    hours, rest = divmod(whole, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def cell_range(low: int, high: int) -> str:
+    """``1 cell``, ``3 cells`` or ``1-16 cells``."""
+    low, high = int(low), int(high)
+    if low == high:
+        return f"{low} cell" if low == 1 else f"{low} cells"
+    return f"{low}-{high} cells"
+
+
+def model_name(model) -> str:
+    """How a line names a --model or --init value."""
+    return "the default model" if str(model) == "default" else str(model)
+
+
 def _one_line(err: BaseException) -> str:
     text = " ".join(str(err).split())
     return text or type(err).__name__

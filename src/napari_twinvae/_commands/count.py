@@ -13,7 +13,13 @@ import sys
 import time
 from pathlib import Path
 
-from napari_twinvae.cli import UsageError, refuse_overwriting_inputs
+from napari_twinvae.cli import (
+    UsageError,
+    cell_range,
+    model_name,
+    refuse_overwriting_inputs,
+    say_done,
+)
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
     from napari_twinvae.core.io import read_stack
     from napari_twinvae.core.predict import iter_count, write_cells_csv, write_counts_csv
 
+    started = time.perf_counter()
     out: Path = args.out
     if out.is_dir():
         raise UsageError(f"{out}: is a folder; name the CSV file to write")
@@ -161,7 +168,16 @@ def run(args: argparse.Namespace) -> int:
             total,
         )
     frames = sum(len(r.frames) for r in results)
-    log.info("counted %d frames in %.1f s; wrote %s", frames, progress.elapsed, out)
+    chambers = results[0].counts.shape[1]
+    low = min(int(r.counts.min()) for r in results)
+    high = max(int(r.counts.max()) for r in results)
+    say_done(
+        "count",
+        f"counted {', '.join(map(str, args.images))} with {model_name(args.model)}: {frames} "
+        f"frames x {chambers} chamber{'s' if chambers != 1 else ''}, {cell_range(low, high)} per "
+        f"chamber; wrote {out}" + (f" and {args.points}" if cells else ""),
+        time.perf_counter() - started,
+    )
     return 0
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import time
 from pathlib import Path
 
 from napari_twinvae._commands.count import add_model_arguments, check_model_arguments
-from napari_twinvae.cli import UsageError
+from napari_twinvae.cli import UsageError, model_name, say_done
 
 
 def add_parser(subparsers) -> None:
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from napari_twinvae.core.predict import count
     from napari_twinvae.core.trainset import check_labels
 
+    started = time.perf_counter()
     annotation = load_annotation(args.labels)
     device, checkpoint = check_model_arguments(args)
     try:
@@ -76,6 +78,12 @@ def run(args: argparse.Namespace) -> int:
         f"MAE {_number(metrics['mae'])}, MRE {_percent(metrics['mre'], scale=1.0)}"
     )
     print(json.dumps({k: _json(v) for k, v in metrics.items()}))
+    say_done(
+        "evaluate",
+        f"counted the {len(frames)} labeled frames of {args.images} against {args.labels} "
+        f"with {model_name(args.model)}",
+        time.perf_counter() - started,
+    )
     return 0
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import time
 from pathlib import Path
 
-from napari_twinvae.cli import UsageError, refuse_overwriting_inputs
+from napari_twinvae.cli import UsageError, cell_range, refuse_overwriting_inputs, say_done
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         synthetic_timeseries,
     )
 
+    started = time.perf_counter()
     if args.preset not in PRESETS:
         raise UsageError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
     n = args.n if args.n is not None else (SERIES_FRAMES if args.series else None)
@@ -92,5 +94,13 @@ def run(args: argparse.Namespace) -> int:
         writer.writerow(["index", "axis-0", "axis-1", "axis-2"])
         for i, (frame, y, x) in enumerate(batch.centres.tolist()):
             writer.writerow([i, int(frame), f"{y:.3f}", f"{x:.3f}"])
-    log.info("wrote %d images with %d cells to %s", n, len(batch.centres), out)
+    what = f"the {n}-frame sample series" if args.series else f"{n} images"
+    on = f" on the background {args.background}" if args.background is not None else ""
+    say_done(
+        "synth",
+        f"wrote {what} ({args.preset}, seed {args.seed}{on}; "
+        f"{cell_range(batch.counts.min(), batch.counts.max())} per image, {len(batch.centres)} in "
+        f"all) to {out}: images.tif, counts.csv, points.csv",
+        time.perf_counter() - started,
+    )
     return 0

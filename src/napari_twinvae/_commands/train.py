@@ -15,9 +15,10 @@ import logging
 import math
 import signal
 import sys
+import time
 from pathlib import Path
 
-from napari_twinvae.cli import UsageError, refuse_overwriting_inputs
+from napari_twinvae.cli import UsageError, model_name, refuse_overwriting_inputs, say_done
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
     from napari_twinvae.core.device import select_device
     from napari_twinvae.core.train import TrainConfig, Training, normalization_for
 
+    started = time.perf_counter()
     epochs = args.epochs
     if epochs is None and args.minutes is None:
         epochs = 50
@@ -197,6 +199,13 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
+    say_done(
+        "train",
+        f"read {args.images} and {args.labels} ({int(natural.labeled.sum())} labeled chamber "
+        f"images), trained {result.epochs} epoch{'s' if result.epochs != 1 else ''} from {model_name(args.init)} "
+        f"({result.stopped}), kept epoch {result.best.get('epoch')}; wrote {path}",
+        time.perf_counter() - started,
+    )
     return 0
 
 
