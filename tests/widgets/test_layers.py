@@ -1,6 +1,15 @@
 import numpy as np
 
-from napari_twinvae._widgets._layers import OWNER_KEY, find_owned, update_or_add
+from napari_twinvae._widgets._layers import (
+    OWNER_KEY,
+    current_frame,
+    find_owned,
+    frame_axis,
+    go_to_frame,
+    owner_tag,
+    role_of,
+    update_or_add,
+)
 
 
 def test_update_or_add_owns_and_updates_in_place(make_napari_viewer):
@@ -18,6 +27,25 @@ def test_update_or_add_owns_and_updates_in_place(make_napari_viewer):
     assert len(viewer.layers) == 3 and float(users.data.min()) == 1.0
     assert find_owned(viewer, "reconstruction", source) is first
     assert find_owned(viewer, "counts") is None
+
+
+def test_role_of_reads_only_the_plugins_mark(make_napari_viewer):
+    viewer = make_napari_viewer()
+    ours = viewer.add_points(metadata=owner_tag("cells"), name="a")
+    users = viewer.add_points(metadata={OWNER_KEY: "not a tag"}, name="counts")
+    assert role_of(ours) == "cells" and role_of(users) is None
+
+
+def test_current_frame_follows_the_images_scale_and_translate(make_napari_viewer):
+    viewer = make_napari_viewer()
+    stack = viewer.add_image(np.zeros((10, 8, 8)), scale=(2, 1, 1), translate=(4, 0, 0))
+    single = viewer.add_image(np.zeros((8, 8)))
+    go_to_frame(viewer, stack, 7)
+    assert viewer.dims.point[0] == 4 + 7 * 2
+    assert current_frame(viewer, stack) == 7 and current_frame(viewer, single) == 0
+    kept = frame_axis(stack)  # what the count dock keeps with its results
+    assert current_frame(viewer, kept) == 7
+    assert current_frame(viewer, kept, frames=5) == 4  # within the frames asked for
 
 
 def test_a_runtime_error_in_a_job_is_reported_not_swallowed(qtbot):

@@ -22,7 +22,14 @@ from napari.utils.notifications import show_error, show_info, show_warning
 
 from napari_twinvae._widgets._annotation import PREDICTED_CELLS_ROLE
 from napari_twinvae._widgets._growth import GrowthCurve
-from napari_twinvae._widgets._layers import OWNER_KEY, find_owned, update_or_add
+from napari_twinvae._widgets._layers import (
+    current_frame,
+    find_owned,
+    frame_axis,
+    go_to_frame,
+    role_of,
+    update_or_add,
+)
 from napari_twinvae._widgets._workers import let_go, start_worker
 from napari_twinvae.core.chambers import fit_regions, regions_from_shapes, resized_whole_frame
 from napari_twinvae.core.device import available_devices
@@ -61,7 +68,7 @@ class _Run:
 
     image: Image
     result: object  # core.predict.CountResult
-    frame_axis: dict  # where the frame axis lies in the viewer (see _frame_axis)
+    frame_axis: dict  # where the frame axis lies in the viewer (see _layers.frame_axis)
 
 
 class CountDock(Container):
@@ -156,14 +163,14 @@ class CountDock(Container):
         return [
             (layer.name, layer)
             for layer in self._viewer.layers
-            if isinstance(layer, Image) and _role(layer) not in OWN_ROLES
+            if isinstance(layer, Image) and role_of(layer) not in OWN_ROLES
         ]
 
     def _chamber_choices(self, widget=None) -> list:
         shapes = [
             (layer.name, layer)
             for layer in self._viewer.layers
-            if isinstance(layer, Shapes) and _role(layer) not in OWN_ROLES
+            if isinstance(layer, Shapes) and role_of(layer) not in OWN_ROLES
         ]
         return [("whole frame", None), *shapes]
 
@@ -265,7 +272,7 @@ class CountDock(Container):
         if image not in self._viewer.layers:
             show_info(f"{image.name} was removed while counting; the counts are not shown")
             return
-        self._run = _Run(image, result, _frame_axis(self._viewer, image))
+        self._run = _Run(image, result, frame_axis(image))
         frames = image.data[0] if image.multiscale else image.data
         self._count_layer(image, result)
         if result.cells is not None:
@@ -304,7 +311,7 @@ class CountDock(Container):
             np.array([[top, left], [top, right], [bottom, right], [bottom, left]], dtype=float)
             for top, left, bottom, right in result.regions
         ]
-        frame = _frame_axis(self._viewer, image)
+        frame = frame_axis(image)
         kwargs = {
             "name": f"{image.name} {COUNT_ROLE}",
             "shape_type": "rectangle",
@@ -359,20 +366,22 @@ class CountDock(Container):
     def _on_frame(self, event=None) -> None:
         """Show each count layer's counts for the frame the viewer is on."""
         for layer in list(self._viewer.layers):
-            if _role(layer) == COUNT_ROLE and "counts" in layer.metadata:
-                t = _current_frame(self._viewer, layer.metadata)
+            if role_of(layer) == COUNT_ROLE and "counts" in layer.metadata:
+                t = current_frame(
+                    self._viewer, layer.metadata["frame_axis"], len(layer.metadata["counts"])
+                )
                 if len(layer.data) == len(layer.metadata["counts"][t]):
                     layer.features = _features_of(layer.metadata, t)
         if self._run is not None:
             with contextlib.suppress(RuntimeError):  # the user closed the plot's dock
-                self._plot.set_current(_current_frame(self._viewer, _meta_of(self._run)))
+                run = self._run
+                self._plot.set_current(
+                    current_frame(self._viewer, run.frame_axis, len(run.result.counts))
+                )
 
     def _on_plot_clicked(self, frame: int) -> None:
-        axis = self._run.frame_axis if self._run is not None else None
-        if not axis or axis["axis"] is None:
-            return
-        world = axis["translate"] + frame * axis["scale"]
-        self._viewer.dims.set_point(self._viewer.dims.ndim + axis["axis"], world)
+        if self._run is not None:
+            go_to_frame(self._viewer, self._run.frame_axis, frame)
 
     def _on_export(self) -> None:
         from qtpy.QtWidgets import QFileDialog
@@ -393,11 +402,6 @@ class CountDock(Container):
 
 
 # -- helpers ---------------------------------------------------------------------------------
-def _role(layer):
-    tag = layer.metadata.get(OWNER_KEY)
-    return tag.get("role") if isinstance(tag, dict) else None
-
-
 def _regions_in(shapes: Shapes, image: Image) -> list:
     """The rectangles of ``shapes`` in ``image``'s pixel coordinates (both layers' scales)."""
     if len(shapes.data) == 0:
@@ -411,33 +415,6 @@ def _regions_in(shapes: Shapes, image: Image) -> list:
             points.append(np.asarray(image.world_to_data(position))[-2:])
         vertices.append(np.array(points))
     return regions_from_shapes(vertices, shapes.shape_type)
-
-
-def _frame_axis(viewer, image: Image) -> dict:
-    """Where ``image``'s frame axis lies among the viewer's axes (from the end) and its scale."""
-    if image.ndim < 3:
-        return {"axis": None, "scale": 1.0, "translate": 0.0, "frames": 1}
-    first = image.ndim - 3  # (..., T, H, W): a multiscale or 3D stack has T third from the end
-    return {
-        "axis": -3,
-        "scale": float(image.scale[first]),
-        "translate": float(image.translate[first]),
-        "frames": int(image.data[0].shape[first] if image.multiscale else image.data.shape[first]),
-    }
-
-
-def _meta_of(run: _Run) -> dict:
-    return {"frame_axis": run.frame_axis, "counts": run.result.counts}
-
-
-def _current_frame(viewer, metadata: dict) -> int:
-    axis = metadata["frame_axis"]
-    last = len(metadata["counts"]) - 1
-    if axis["axis"] is None or viewer.dims.ndim < -axis["axis"]:
-        return 0
-    world = viewer.dims.point[viewer.dims.ndim + axis["axis"]]
-    t = int(np.floor((world - axis["translate"]) / axis["scale"] + 0.5))
-    return min(max(t, 0), last)
 
 
 def _features(result, t: int) -> dict:

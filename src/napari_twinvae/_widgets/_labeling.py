@@ -27,7 +27,13 @@ from napari_twinvae._widgets._annotation import (
     image_stack,
 )
 from napari_twinvae._widgets._forms import default_folder, file_stem, form, row, wrapping
-from napari_twinvae._widgets._layers import OWNER_KEY, find_owned, update_or_add
+from napari_twinvae._widgets._layers import (
+    current_frame,
+    find_owned,
+    go_to_frame,
+    role_of,
+    update_or_add,
+)
 from napari_twinvae.core.chambers import Region, fit_regions, regions_from_shapes
 from napari_twinvae.core.config import IMAGE_SIZE
 from napari_twinvae.core.labels import (
@@ -154,17 +160,11 @@ class LabelingPanel(Container):
         image = self.image.value
         if image is None:
             return None
-        if image.ndim == 2:
-            return 0
-        position = image.world_to_data(self._viewer.dims.point)
-        return int(np.clip(np.rint(position[0]), 0, image.data.shape[0] - 1))
+        return current_frame(self._viewer, image)
 
     def go_to_frame(self, frame: int) -> None:
-        image = self.image.value
-        if image is None or image.ndim == 2:
-            return
-        world = image.data_to_world([frame] + [0] * (image.ndim - 1))
-        self._viewer.dims.set_point(self._viewer.dims.ndim - image.ndim, world[0])
+        if self.image.value is not None:
+            go_to_frame(self._viewer, self.image.value, frame)
 
     def ensure_annotation(self):
         """The Points layer to click cells into: the chosen one, the image's own, or a new one."""
@@ -333,7 +333,7 @@ class LabelingPanel(Container):
         owned = find_owned(self._viewer, ANNOTATION_ROLE, image) if image is not None else None
         if owned is not None:
             self.cells.value = owned
-        elif current is not None and _role(current) == ANNOTATION_ROLE:
+        elif current is not None and role_of(current) == ANNOTATION_ROLE:
             self.cells.value = None  # another image's annotation, not this one's
         self._on_cells_changed()
 
@@ -470,11 +470,6 @@ def _marked_against_clicked(marking: Annotation, clicking: Annotation) -> set[in
     with_cells = set(np.rint(marking.points[:, 0]).astype(np.int64).tolist())
     marked = set(marking.labeled_frames.tolist()) - with_cells
     return marked & set(np.rint(clicking.points[:, 0]).astype(np.int64).tolist())
-
-
-def _role(layer) -> str | None:
-    tag = layer.metadata.get(OWNER_KEY)
-    return tag.get("role") if isinstance(tag, dict) else None
 
 
 def _follow(old, new, callback):

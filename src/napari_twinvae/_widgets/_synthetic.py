@@ -21,7 +21,7 @@ from napari.utils import progress
 from napari.utils.notifications import show_error
 
 from napari_twinvae._widgets._annotation import empty_frames, frame_points
-from napari_twinvae._widgets._layers import OWNER_KEY, owner_tag
+from napari_twinvae._widgets._layers import current_frame, owner_tag, role_of
 from napari_twinvae._widgets._workers import start_worker
 from napari_twinvae.core.chambers import as_frames
 from napari_twinvae.core.labels import annotation_of
@@ -78,8 +78,7 @@ def synthetic_layers(batch: SynthBatch, name: str, config: SynthConfig) -> list[
 def _top_synthetic_images(viewer):
     """The topmost visible synthetic image stack: the one the user is looking at."""
     for layer in reversed(viewer.layers):
-        tag = layer.metadata.get(OWNER_KEY)
-        if layer.visible and isinstance(tag, dict) and tag.get("role") == IMAGES_ROLE:
+        if layer.visible and role_of(layer) == IMAGES_ROLE:
             return layer
     return None
 
@@ -258,8 +257,7 @@ class SyntheticCellsDock(Container):
             self.frame_info.value = "cells in this frame: -"
             return
         counts = layer.metadata["counts"]
-        frame = int(self._viewer.dims.current_step[0]) if layer.ndim == 3 else 0
-        frame = min(max(frame, 0), len(counts) - 1)
+        frame = current_frame(self._viewer, layer, len(counts))
         self.frame_info.value = f"cells in frame {frame}: {counts[frame]}"
         self.frame_info.tooltip = f"true count in {layer.name}"
 
