@@ -58,7 +58,7 @@ def main() -> None:
     dock.labeling.go_to_frame(15)
     viewer.layers.selection.active = dock.labeling.cells.value
     viewer.reset_view()
-    # the "saved the model to /tmp/..." toast names this script's scratch folder, not a user's
+    # the "saved the model to ..." toast names this script's scratch folder, not a user's
     from napari._qt.dialogs.qt_notification import NapariQtNotification
 
     for toast in viewer.window._qt_window.findChildren(NapariQtNotification):

@@ -1,4 +1,4 @@
-"""The Twin-VAE (SPEC section 2): two VAEs, natural and synthetic, sharing inner layers and a
+"""The Twin-VAE (Kenneweg, Stallmann & Hammer 2023): two VAEs, natural and synthetic, sharing inner layers and a
 count regressor.
 
 Layout of one twin::

@@ -1,4 +1,4 @@
-"""Training and transfer learning of the Twin-VAE (SPEC sections 3-5).
+"""Training and transfer learning of the Twin-VAE, as the paper describes them.
 
 ``iter_train`` is a generator: it yields :class:`TrainProgress` after every batch and every
 epoch, and returns a :class:`TrainResult` with the best model. Closing it (Stop in napari,
@@ -11,7 +11,7 @@ frames, whose counts stay hidden) through reconstruction and KLD only. Without d
 unlabeled frames would feed the KLD term alone, so a decoder-free run passes only over the labeled
 training frames.
 
-Parameter groups for freezing (SPEC section 5), by the model's top-level modules:
+Parameter groups for freezing (as in the paper), by the model's top-level modules:
 
 * **core** (shared by both twins): ``shared_encoder``, ``mu``, ``logvar``, ``expand``,
   ``shared_decoder``, ``regressor``;
@@ -101,7 +101,7 @@ class TrainConfig(JsonConfig):
     """Everything that decides a training run; stored in the checkpoint's summary."""
 
     init: str = "default"  # "default" (shipped model), "scratch", or a checkpoint path
-    freeze: str = "none"  # "none" | "core" | "outer" | "thaw"   (SPEC section 5)
+    freeze: str = "none"  # "none" | "core" | "outer" | "thaw"   (as in the paper)
     decoder: bool = True  # False: transfer without decoders (C_rec = 0, decoders never run)
     epochs: int | None = 50  # epoch limit (None = only the time budget)
     minutes: float | None = None  # time budget
@@ -211,7 +211,7 @@ class TrainResult:
     epochs: int = 0  # epochs run (the last one partly when the time budget cut it)
     seconds: float = 0.0
     selection: str = ""  # how the kept model was chosen
-    lowest_mae: dict | None = None  # the validation epoch with the lowest MAE (SPEC section 4)
+    lowest_mae: dict | None = None  # the validation epoch with the lowest MAE (as in the paper)
     lowest_mae_state: dict | None = None  # its weights, when they differ from ``model``'s
     messages: list[str] = dataclasses.field(default_factory=list)
     info: dict = dataclasses.field(default_factory=dict)  # data, start model, synthetic source
