@@ -1,5 +1,5 @@
-"""The Twin-VAE (Kenneweg, Stallmann & Hammer 2023): two VAEs, natural and synthetic, sharing inner layers and a
-count regressor.
+"""The Twin-VAE (Kenneweg, Stallmann & Hammer 2023): two VAEs, natural and synthetic, sharing
+inner layers and a count regressor.
 
 Layout of one twin::
 
