@@ -22,7 +22,7 @@ from napari.utils.notifications import show_error
 
 from napari_twinvae._widgets._annotation import empty_frames, frame_points
 from napari_twinvae._widgets._layers import current_frame, owner_tag, role_of
-from napari_twinvae._widgets._workers import start_worker
+from napari_twinvae._widgets._workers import let_go, start_worker
 from napari_twinvae.core.chambers import as_frames
 from napari_twinvae.core.labels import annotation_of
 from napari_twinvae.core.synthetic import (
@@ -263,14 +263,7 @@ class SyntheticCellsDock(Container):
 
     def _on_destroyed(self, *_) -> None:
         """The viewer closed: stop a run and leave the widgets (gone now) alone."""
-        worker, pbar = self._worker, self._pbar
-        if worker is None:
-            return
-        for signal in (worker.yielded, worker.returned, worker.errored, worker.finished):
-            signal.disconnect()
-        if pbar is not None:
-            worker.finished.connect(pbar.close)
-        worker.quit()
+        let_go(self._worker, self._pbar)
 
     def _layers(self, kind):
         def layers(widget=None):
