@@ -1,4 +1,5 @@
-"""Small random-init checkpoints for counting tests (no trained default model is needed)."""
+"""The tests' tiny network and training settings, and small random-init checkpoints for counting
+tests (no trained default model is needed). ``tests/conftest.py`` offers them as fixtures."""
 
 from __future__ import annotations
 
@@ -13,6 +14,29 @@ from napari_twinvae.core.intensity import Normalization
 SMALL = ModelConfig(
     encoder_channels=(4, 8, 8, 16), shared_channels=16, latent_dim=8, regressor_hidden=(8, 4)
 )
+"""The tiny network the tests train and count with: seconds on a CPU."""
+TINY = SMALL
+
+TINY_TRAINING = {
+    "init": "scratch",
+    "model": TINY,
+    "epochs": 2,
+    "batch_size": 8,
+    "learning_rate": 3e-3,
+    "synthetic_ratio": 1.0,
+    "regressor_delay": 0,
+    "validation_share": 0.25,
+    "device": "cpu",
+}
+"""A short run of the tiny network, pinned to the CPU: the same seed gives the same model there,
+so the suite passes unchanged on a machine where torch sees a GPU."""
+
+
+def tiny_train_config(**changes):
+    """``TrainConfig`` for a short run of the tiny network on the CPU, with ``changes``."""
+    from napari_twinvae.core.train import TrainConfig
+
+    return TrainConfig(**{**TINY_TRAINING, **changes})
 
 
 def small_model(seed: int = 0) -> TwinVAE:

@@ -10,14 +10,10 @@ import tifffile
 import torch
 
 from napari_twinvae.cli import main
-from napari_twinvae.core.config import ModelConfig
 from napari_twinvae.core.io import load_checkpoint, save_checkpoint
 from napari_twinvae.core.model import TwinVAE
 from napari_twinvae.core.synthetic import SynthConfig, generate
-
-TINY = ModelConfig(
-    encoder_channels=(4, 8, 8, 16), shared_channels=16, latent_dim=8, regressor_hidden=(8, 4)
-)
+from tests._checkpoints import TINY
 
 
 @pytest.fixture(scope="module")

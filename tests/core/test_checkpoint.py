@@ -6,17 +6,13 @@ import torch
 
 from napari_twinvae.core import (
     CheckpointError,
-    ModelConfig,
     TwinVAE,
     load_checkpoint,
     save_checkpoint,
 )
 from napari_twinvae.core.intensity import Normalization
 from napari_twinvae.core.io import atomic_write
-
-SMALL = ModelConfig(
-    encoder_channels=(4, 8, 8, 16), shared_channels=16, latent_dim=8, regressor_hidden=(8, 4)
-)
+from tests._checkpoints import SMALL
 
 
 def test_round_trip_keeps_weights_config_and_summary(tmp_path):

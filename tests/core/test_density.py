@@ -102,7 +102,13 @@ def test_a_transfer_adds_a_density_head_and_learns_from_the_cells(tmp_path):
         batch.images, batch.counts, np.arange(24) < 16, tuple(cells_per_image(batch.centres, 24))
     )
     config = TrainConfig(
-        init="scratch", model=TINY, head="density", epochs=2, batch_size=8, regressor_delay=0
+        init="scratch",
+        model=TINY,
+        head="density",
+        epochs=2,
+        batch_size=8,
+        regressor_delay=0,
+        device="cpu",
     )
     result = train(natural, config)
     assert result.model.config.head == "density" and result.model.density_head is not None

@@ -25,10 +25,7 @@ from napari_twinvae.core.train import (
     train,
     validation_split,
 )
-
-TINY = ModelConfig(
-    encoder_channels=(4, 8, 8, 16), shared_channels=16, latent_dim=8, regressor_hidden=(8, 4)
-)
+from tests._checkpoints import TINY, tiny_train_config
 
 
 def _natural(n=24, labeled=16, seed=0):
@@ -39,18 +36,7 @@ def _natural(n=24, labeled=16, seed=0):
     return NaturalSet(images, np.where(mask, counts, 0), mask)
 
 
-def _config(**changes):
-    settings = {
-        "init": "scratch",
-        "model": TINY,
-        "epochs": 2,
-        "batch_size": 8,
-        "learning_rate": 3e-3,
-        "synthetic_ratio": 1.0,
-        "regressor_delay": 0,
-        "validation_share": 0.25,
-    }
-    return TrainConfig(**{**settings, **changes})
+_config = tiny_train_config  # a short run of the tiny network on the CPU
 
 
 @pytest.fixture(scope="module")
