@@ -225,3 +225,38 @@ def test_command_line_subprocess_reports_one_line(files, tmp_path):
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "minutes must be positive" in lines[0], out.stderr
+
+
+def test_help_defaults_are_train_configs():
+    """One source for every setting: the options' defaults are TrainConfig()'s, and --help says so."""
+    import argparse
+    import dataclasses
+
+    from napari_twinvae.cli import build_parser
+    from napari_twinvae.core.train import TrainConfig
+
+    defaults = TrainConfig()
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    train = sub.choices["train"]
+    text = " ".join(train.format_help().split())
+    checked = set()
+    for action in train._actions:
+        if action.dest not in fields:
+            continue
+        checked.add(action.dest)
+        expected = getattr(defaults, action.dest)
+        if action.dest == "epochs":  # None here: --minutes alone means no epoch limit
+            assert f"(default: {expected};" in text
+            continue
+        assert action.default == expected, action.dest
+        if action.help and "%(default)s" in action.help:
+            shown = " ".join((action.help % {"default": action.default}).split())
+            assert f"(default: {expected})" in shown and shown in text, action.dest
+    exposed = {"init", "freeze", "decoder", "head", "epochs", "minutes", "preset", "batch_size"}
+    exposed |= {"synthetic_ratio", "optimizer", "learning_rate", "schedule", "seed", "device"}
+    assert checked == exposed
+    from napari_twinvae.core.synthetic import DEFAULT_PRESET
+
+    assert defaults.preset == DEFAULT_PRESET  # synth and the Synthetic cells dock start there too

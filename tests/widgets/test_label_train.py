@@ -171,6 +171,12 @@ def test_labels_round_trip_through_files_and_loading_merges(
     assert len(restored.data) == 4  # an error changes nothing
 
 
+def test_the_docks_defaults_are_train_configs(dock_on):
+    """One source for every setting: untouched, the dock trains with TrainConfig()."""
+    _, _, dock = dock_on(np.zeros((3, 32, 32)))
+    assert dock.config() == TrainConfig()
+
+
 def test_the_annotation_layer_is_reused_not_duplicated(dock_on, tmp_path):
     viewer, image, dock = dock_on(np.zeros((3, 32, 32)))
     panel = dock.labeling

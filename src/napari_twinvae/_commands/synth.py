@@ -21,6 +21,8 @@ SERIES_FRAMES = 60
 
 
 def add_parser(subparsers) -> None:
+    from napari_twinvae.core.synthetic import DEFAULT_PRESET, PRESETS
+
     parser = subparsers.add_parser(
         "synth",
         help="write synthetic images with known counts and cell centres",
@@ -29,7 +31,12 @@ def add_parser(subparsers) -> None:
             "(frame,count) and DIR/points.csv (napari Points layout: the true cell centres)."
         ),
     )
-    parser.add_argument("--preset", default="pc", help="bf (bright field) or pc (phase contrast)")
+    parser.add_argument(
+        "--preset",
+        default=DEFAULT_PRESET,
+        metavar="|".join(PRESETS),
+        help="bf: bright field, pc: phase contrast (default: %(default)s)",
+    )
     parser.add_argument(
         "--n", type=int, help="number of images (with --series: frames, default 60)"
     )

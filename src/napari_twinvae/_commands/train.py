@@ -26,6 +26,19 @@ _CHUNK = 256  # frames cropped at a time: a memory-mapped stack is read piece by
 
 
 def add_parser(subparsers) -> None:
+    """The options and their defaults come from ``TrainConfig()`` and core's choices, as the
+    dock's do: one source for every setting."""
+    from napari_twinvae.core.config import HEADS
+    from napari_twinvae.core.synthetic import PRESETS
+    from napari_twinvae.core.train import (
+        COSINE_FLOOR,
+        FREEZE_STRATEGIES,
+        OPTIMIZERS,
+        SCHEDULES,
+        TrainConfig,
+    )
+
+    defaults = TrainConfig()
     parser = subparsers.add_parser(
         "train",
         help="train or transfer a model on your frames and labels",
@@ -46,61 +59,65 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--out", type=Path, required=True, metavar="MODEL.pt", help="model file")
     parser.add_argument(
         "--init",
-        default="default",
+        default=defaults.init,
         metavar="default|scratch|PATH",
-        help="start model: the shipped one, none (scratch), or a model file (default: default)",
+        help="start model: the shipped one, none (scratch), or a model file (default: %(default)s)",
     )
     parser.add_argument(
         "--freeze",
-        default="none",
-        metavar="none|core|outer|thaw|counting",
+        default=defaults.freeze,
+        metavar="|".join(FREEZE_STRATEGIES),
         help="layers kept fixed during a transfer; counting trains only the decoders, to bring "
-        "back reconstructions after a --no-decoder run (default: none)",
+        "back reconstructions after a --no-decoder run (default: %(default)s)",
     )
     parser.add_argument(
         "--no-decoder",
         dest="decoder",
         action="store_false",
+        default=defaults.decoder,
         help="transfer without decoders: about twice as fast, learns from labeled frames only",
     )
     parser.add_argument(
         "--head",
-        default=None,
-        metavar="regressor|density",
+        default=defaults.head,
+        metavar="|".join(HEADS),
         help="what counts: the paper's regressor, or a density map learned from where the cells "
         "are (clicked points, synthetic centres); a start model without one gets a new density "
         "head (default: the start model's)",
     )
     parser.add_argument(
-        "--epochs", type=int, default=None, help="epoch limit (default: 50; none with --minutes)"
-    )
-    parser.add_argument("--minutes", type=float, default=None, help="time budget in minutes")
-    parser.add_argument(
-        "--preset",
-        default="pc",
-        metavar="bf|pc",
-        help="synthetic images: bright field or phase contrast",
+        "--epochs",
+        type=int,
+        default=None,
+        help=f"epoch limit (default: {defaults.epochs}; none with --minutes alone)",
     )
     parser.add_argument(
-        "--synthetic-ratio",
-        type=float,
-        default=2.0,
-        metavar="R",
-        help="synthetic images per natural frame and epoch (default: 2)",
+        "--minutes", type=float, default=defaults.minutes, help="time budget in minutes"
     )
-    parser.add_argument("--optimizer", default="adam", metavar="adam|radam", help="(default: adam)")
-    parser.add_argument("--learning-rate", type=float, default=1.3e-4, metavar="LR")
-    parser.add_argument(
-        "--schedule",
-        default="constant",
-        metavar="constant|cosine",
-        help="cosine: warm up, then let the rate fall to 2%% of LR over the run (default: constant)",
-    )
-    parser.add_argument("--batch-size", type=int, default=64, metavar="B", help="(default: 64)")
-    parser.add_argument(
-        "--seed", type=int, default=0, metavar="S", help="same seed, same model on the CPU"
-    )
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    # Options that set one TrainConfig field of the same name: (flag, type, metavar, help).
+    for flag, kind, metavar, text in (
+        ("--preset", str, "|".join(PRESETS), "synthetic images: bright field or phase contrast"),
+        ("--synthetic-ratio", float, "R", "synthetic images per natural frame and epoch"),
+        ("--optimizer", str, "|".join(OPTIMIZERS), ""),
+        ("--learning-rate", float, "LR", ""),
+        (
+            "--schedule",
+            str,
+            "|".join(SCHEDULES),
+            f"cosine: warm up, then let the rate fall to {COSINE_FLOOR * 100:g}%% of LR",
+        ),
+        ("--batch-size", int, "B", ""),
+        ("--seed", int, "S", "same seed, same model on the CPU"),
+        ("--device", str, "DEVICE", "auto, cpu, cuda, cuda:N or mps"),
+    ):
+        field = flag[2:].replace("-", "_")
+        parser.add_argument(
+            flag,
+            type=kind,
+            default=getattr(defaults, field),
+            metavar=metavar,
+            help=f"{text} (default: %(default)s)".lstrip(),
+        )
     parser.add_argument(
         "--rois",
         type=Path,
@@ -117,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     epochs = args.epochs
     if epochs is None and args.minutes is None:
-        epochs = 50
+        epochs = TrainConfig().epochs
     if args.out.is_dir():
         raise UsageError(f"{args.out}: is a folder; give the model file's name")
     # the start model (--init) may be replaced by its own continuation; the data may not

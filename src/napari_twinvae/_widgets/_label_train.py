@@ -44,10 +44,17 @@ from napari_twinvae._widgets._labeling import LabelingPanel
 from napari_twinvae._widgets._train_plot import TrainingPlot, describe, outcome
 from napari_twinvae._widgets._workers import let_go, start_worker
 from napari_twinvae.core.chambers import resized_whole_frame
-from napari_twinvae.core.config import IMAGE_SIZE
+from napari_twinvae.core.config import HEADS, IMAGE_SIZE
 from napari_twinvae.core.device import available_devices
 from napari_twinvae.core.io import CheckpointError, default_model_path
-from napari_twinvae.core.train import TrainConfig, Training, TrainProgress, normalization_for
+from napari_twinvae.core.synthetic import PRESETS
+from napari_twinvae.core.train import (
+    FREEZE_STRATEGIES,
+    TrainConfig,
+    Training,
+    TrainProgress,
+    normalization_for,
+)
 from napari_twinvae.core.trainset import check_labels, iter_natural_set
 
 if TYPE_CHECKING:
@@ -56,13 +63,22 @@ if TYPE_CHECKING:
 PLUGIN = "napari-twinvae"
 COUNT_DOCK = "Count cells"
 START_MODELS = [("default model", "default"), ("model file", "file"), ("from scratch", "scratch")]
-STRATEGIES = [
-    ("none: every layer trains", "none"),
-    ("freeze the shared core", "core"),
-    ("freeze the outer layers", "outer"),
-    ("thaw in five stages", "thaw"),
-]
-MODALITIES = [("phase contrast", "pc"), ("bright field", "bf")]
+_STRATEGY_NAMES = {
+    "none": "none: every layer trains",
+    "core": "freeze the shared core",
+    "outer": "freeze the outer layers",
+    "thaw": "thaw in five stages",
+}
+# core.train's strategies; "counting" (train the decoders only) is left to the command line
+STRATEGIES = [(_STRATEGY_NAMES[s], s) for s in FREEZE_STRATEGIES if s in _STRATEGY_NAMES]
+_PRESET_NAMES = {"pc": "phase contrast", "bf": "bright field"}
+MODALITIES = [(_PRESET_NAMES.get(p, p), p) for p in PRESETS]
+_HEAD_NAMES = {
+    "regressor": "regressor (the paper's)",
+    "density": "density map (learns where the cells are)",
+}
+START_HEAD = "start"  # the head choice that keeps the start model's (TrainConfig.head None)
+HEADS_SHOWN = [("the start model's head", START_HEAD)] + [(_HEAD_NAMES.get(h, h), h) for h in HEADS]
 _CROP_CHUNK = 64  # frames cropped per step while preparing, so Stop is honoured there too
 
 
@@ -98,44 +114,53 @@ class LabelTrainDock(Container):
         self._trained: Training | None = None  # the last run with a result
         self.model_path: Path | None = None  # where that result was saved
         self.labeling = LabelingPanel(viewer)
+        defaults = TrainConfig()  # every setting starts where the command line's does
         has_default = default_model_path().is_file()
         self._start_model = ComboBox(
             label="start from",
             choices=START_MODELS,
-            value="default" if has_default else "scratch",
+            value=defaults.init if has_default else "scratch",
             tooltip="transfer from a trained model (far fewer labels needed) or train anew",
         )
         self._model_file = FileEdit(label="model file", mode="r", filter="*.pt", visible=False)
         self._strategy = ComboBox(
-            label="transfer", choices=STRATEGIES, tooltip="which layers keep the start weights"
+            label="transfer",
+            choices=STRATEGIES,
+            value=defaults.freeze,
+            tooltip="which layers keep the start weights",
         )
         self._decoder = CheckBox(
             text="train the decoders",
-            value=True,
+            value=defaults.decoder,
             tooltip="off: a transfer skips the decoders, about twice as fast and as accurate",
         )
         self._head = ComboBox(
             label="count with",
-            choices=[
-                ("the start model's head", "start"),
-                ("regressor (the paper's)", "regressor"),
-                ("density map (learns where the cells are)", "density"),
-            ],
+            choices=HEADS_SHOWN,
+            value=START_HEAD if defaults.head is None else defaults.head,
             tooltip="density: learns from where you clicked the cells and shows the predicted "
             "cells in Count cells, to proofread",
         )
         self._modality = ComboBox(
-            label="modality", choices=MODALITIES, tooltip="the synthetic images to train with"
+            label="modality",
+            choices=MODALITIES,
+            value=defaults.preset,
+            tooltip="the synthetic images to train with",
         )
-        self._epochs = SpinBox(label="epochs", min=0, max=1_000_000, value=50)
+        # 0 shows "no limit" (None in TrainConfig)
+        self._epochs = SpinBox(label="epochs", min=0, max=1_000_000, value=defaults.epochs or 0)
         self._epochs.native.setSpecialValueText("no limit")
-        self._minutes = FloatSpinBox(label="minutes", min=0, max=100_000, step=5, value=0)
-        self._minutes.native.setSpecialValueText("no limit")
-        self._batch = SpinBox(label="batch size", min=2, max=4096, value=64)
-        self._device = ComboBox(
-            label="device", choices=[(name, value) for value, name in available_devices()]
+        self._minutes = FloatSpinBox(
+            label="minutes", min=0, max=100_000, step=5, value=defaults.minutes or 0
         )
-        self._seed = SpinBox(label="seed", min=0, max=2**31 - 1, value=0)
+        self._minutes.native.setSpecialValueText("no limit")
+        self._batch = SpinBox(label="batch size", min=2, max=4096, value=defaults.batch_size)
+        self._device = ComboBox(
+            label="device",
+            choices=[(name, value) for value, name in available_devices()],
+            value=defaults.device,
+        )
+        self._seed = SpinBox(label="seed", min=0, max=2**31 - 1, value=defaults.seed)
         self._settings = form(
             self._start_model,
             self._model_file,
@@ -201,7 +226,7 @@ class LabelTrainDock(Container):
             init=init,
             freeze="none" if init == "scratch" else self._strategy.value,
             decoder=self._decoder.value,
-            head=None if self._head.value == "start" else self._head.value,
+            head=None if self._head.value == START_HEAD else self._head.value,
             epochs=self._epochs.value or None,
             minutes=self._minutes.value or None,
             preset=self._modality.value,

@@ -26,6 +26,7 @@ from napari_twinvae._widgets._workers import let_go, start_worker
 from napari_twinvae.core.chambers import as_frames
 from napari_twinvae.core.labels import annotation_of
 from napari_twinvae.core.synthetic import (
+    DEFAULT_PRESET,
     MAX_COUNT,
     PRESETS,
     SynthBatch,
@@ -117,7 +118,7 @@ class SyntheticCellsDock(Container):
         self._preset = ComboBox(
             label="preset",
             choices=PRESETS,
-            value="pc",
+            value=DEFAULT_PRESET,
             tooltip="bf: bright field, pc: phase contrast",
         )
         self._n_images = SpinBox(label="images", min=1, max=MAX_IMAGES, value=200)

@@ -27,6 +27,8 @@ MAX_COUNT = 30
 """Most cells per image: the count regressor is trained on 0..30."""
 
 PRESETS = ("bf", "pc")
+DEFAULT_PRESET = "pc"
+"""The preset the command line, the docks and ``TrainConfig`` start from (phase contrast)."""
 
 FEW_CELLS = 5
 """Frames with fewer cells than this are averaged into the background, as the authors do."""
