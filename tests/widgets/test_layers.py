@@ -56,9 +56,9 @@ def test_a_runtime_error_in_a_job_is_reported_not_swallowed(qtbot):
         yield 1
         raise RuntimeError("out of GPU memory")
 
-    errors, finished = [], []
-    worker = start_worker(job, errored=errors.append, finished=lambda: finished.append(True))
-    qtbot.waitUntil(lambda: bool(finished), timeout=5000)
+    errors = []
+    with qtbot.waitCallback(timeout=5000) as finished:  # connected before the worker starts
+        worker = start_worker(job, errored=errors.append, finished=finished)
     assert worker is not None
     assert len(errors) == 1 and isinstance(errors[0], JobFailed)
     assert "out of GPU memory" in str(errors[0])
