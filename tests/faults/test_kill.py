@@ -110,7 +110,9 @@ def _check(command, files, folder, target, before, proc, sig):
     assert whole, f"{target.name} was left partial (exit {proc.returncode}):\n{err}"
     assert clean, f"Ctrl-C left {parts}"
     assert not traceback, err
-    assert proc.returncode in (0, 130, -signal.SIGKILL), (proc.returncode, err)
+    # Ctrl-C ends with 130; seen once in many runs: 'interrupted' said, then the process ended
+    # by the signal itself (-2) while the interpreter shut down. The files are what must hold.
+    assert proc.returncode in (0, 130, -signal.SIGINT, -signal.SIGKILL), (proc.returncode, err)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
