@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from napari_twinvae.core.config import IMAGE_SIZE, LossWeights
-from napari_twinvae.core.density import AMPLITUDE
+from napari_twinvae.core.density import map_counts
 
 
 class LossTerms(NamedTuple):
@@ -68,7 +68,7 @@ def density_loss(
     pixel = F.mse_loss(density[known], targets[known]) if bool(known.any()) else zero
     if not bool(labeled.any()):
         return DensityTerms(pixel, zero)
-    sums = density[labeled].flatten(1).sum(1) / AMPLITUDE
+    sums = map_counts(density[labeled])
     return DensityTerms(pixel, (sums - counts[labeled].to(sums.dtype)).abs().mean())
 
 

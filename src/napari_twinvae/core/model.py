@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from napari_twinvae.core.config import IMAGE_SIZE, ModelConfig
-from napari_twinvae.core.density import AMPLITUDE
+from napari_twinvae.core.density import map_counts
 
 DOMAINS = ("natural", "synthetic")
 """The two twins: real microscopy frames and generated images."""
@@ -113,6 +113,10 @@ class DensityHead(nn.Module):
         # count = offset + scale * map sum: fitted on held-out labeled frames after training
         self.register_buffer("scale", torch.ones(()))
         self.register_buffer("offset", torch.zeros(()))
+
+    def count(self, density: torch.Tensor) -> torch.Tensor:
+        """Counts from this head's maps: the calibrated sum (in float32)."""
+        return self.offset + self.scale * map_counts(density.float())
 
     def forward(self, maps: list[torch.Tensor]) -> torch.Tensor:
         f1, f2, f3 = maps
@@ -233,11 +237,6 @@ class TwinVAE(nn.Module):
             raise ValueError("this model counts with the regressor; it has no density head")
         return self.density_head(self.encoder_maps(x, domain, depth=3))
 
-    def calibrated(self, sums: torch.Tensor) -> torch.Tensor:
-        """Counts from density map sums (in cells), with the calibration fitted after training."""
-        head = self.density_head
-        return head.offset + head.scale * sums
-
     # -- whole passes ----------------------------------------------------------------------
     def forward(self, x: torch.Tensor, domain: str, decode: bool = True) -> TwinOutput:
         """One twin's full pass. ``decode=False`` skips the decoders entirely (transfer mode)."""
@@ -256,7 +255,7 @@ class TwinVAE(nn.Module):
         if self.density_head is not None:
             density = self.density(x, domain)
             with _float32(density):
-                return self.calibrated(density.float().flatten(1).sum(1) / AMPLITUDE)
+                return self.density_head.count(density)
         return self.regress(self.mu(self._features(x, domain)))
 
 

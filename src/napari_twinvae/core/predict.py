@@ -35,7 +35,7 @@ from napari_twinvae.core.chambers import (
     check_regions,
 )
 from napari_twinvae.core.config import IMAGE_SIZE
-from napari_twinvae.core.density import AMPLITUDE, find_peaks
+from napari_twinvae.core.density import find_peaks
 from napari_twinvae.core.device import select_device
 from napari_twinvae.core.io import Checkpoint, atomic_write, load_model, read_stack
 from napari_twinvae.core.jobs import drain
@@ -168,8 +168,7 @@ class DensityPath(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Images (B, 1, 128, 128) in [0, 1] -> count estimates (B,)."""
-        sums = self.maps(x).float().flatten(1).sum(1) / AMPLITUDE
-        return self.head.offset + self.head.scale * sums
+        return self.head.count(self.maps(x))
 
 
 def counting_path(model: TwinVAE, domain: str = "natural") -> nn.Module:
