@@ -146,14 +146,10 @@ def labels_from_points(
             f"labels name frame {int(frames.max())}, but the stack has only {total} frames"
         )
     boxes = list(regions) if regions else [None]
+    inside = [_inside(p, box) for box in boxes]  # which points each chamber holds
     counts = np.zeros((total, len(boxes)), dtype=np.int64)
-    for r, box in enumerate(boxes):
-        inside = np.ones(len(p), dtype=bool)
-        if box is not None:
-            top, left, bottom, right = box
-            y, x = p[:, 1], p[:, 2]
-            inside = (y >= top) & (y < bottom) & (x >= left) & (x < right)
-        counts[:, r] = np.bincount(frame[inside], minlength=total)[:total]
+    for r, held in enumerate(inside):
+        counts[:, r] = np.bincount(frame[held], minlength=total)[:total]
     labeled = np.zeros_like(counts, dtype=bool)
     labeled[frames] = True
     if max_count is not None and (counts[labeled] > max_count).any():
@@ -165,16 +161,24 @@ def labels_from_points(
     cells = None
     if frame_shape is not None or regions:
         cells = {}
-        for r, box in enumerate(boxes):
+        for r, (box, held) in enumerate(zip(boxes, inside, strict=True)):
             top, left, bottom, right = box if box is not None else (0, 0, *frame_shape)
-            inside = (p[:, 1] >= top) & (p[:, 1] < bottom) & (p[:, 2] >= left) & (p[:, 2] < right)
             # pixel centres are whole numbers: the crop's edges lie half a pixel out, on both sides
             y = (p[:, 1] - top + 0.5) * IMAGE_SIZE / (bottom - top) - 0.5
             x = (p[:, 2] - left + 0.5) * IMAGE_SIZE / (right - left) - 0.5
             for t in frames:
-                here = inside & (frame == t)
+                here = held & (frame == t)
                 cells[int(t), r] = np.column_stack([y[here], x[here]]).astype(np.float32)
     return Labels(counts, labeled, cells)
+
+
+def _inside(points: np.ndarray, box: Region | None) -> np.ndarray:
+    """Which points (frame, y, x) lie in ``box`` (top, left, bottom, right); all without one."""
+    if box is None:
+        return np.ones(len(points), dtype=bool)
+    top, left, bottom, right = box
+    y, x = points[:, 1], points[:, 2]
+    return (y >= top) & (y < bottom) & (x >= left) & (x < right)
 
 
 # -- files ---------------------------------------------------------------------------------

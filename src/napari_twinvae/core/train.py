@@ -492,7 +492,7 @@ class _Run:
             self.cells["natural"] = _cells(known, self.device)
         self.regressor_delay = self._regressor_delay()
         self.optimizer = _optimizer(self.model, cfg)
-        self.skipped = {"steps": 0, "in_a_row": 0}
+        self.skips_in_a_row = 0
         self.frozen: set[str] | None = None
         self.frozen_norms: list[nn.Module] = []
         self.autocast, self.scaler, precision = _mixed_precision(self.device, cfg.mixed_precision)
@@ -650,7 +650,7 @@ class _Run:
                 self.optimizer.zero_grad(set_to_none=True)
                 return self._skip(f"a gradient became non-finite ({where})")
             self.optimizer.step()
-        self.skipped["in_a_row"] = 0
+        self.skips_in_a_row = 0
         n = int(x.shape[0])
         twin = sums[domain]
         twin["n"] += n
@@ -660,10 +660,9 @@ class _Run:
 
     def _skip(self, problem: str) -> str | None:
         """Skip this batch; a run that skips ``SKIPS_IN_A_ROW`` batches in a row has diverged."""
-        self.skipped["steps"] += 1
-        self.skipped["in_a_row"] += 1
-        self.info["skipped_steps"] = self.skipped["steps"]
-        if self.skipped["in_a_row"] >= SKIPS_IN_A_ROW:
+        self.info["skipped_steps"] = self.info.get("skipped_steps", 0) + 1
+        self.skips_in_a_row += 1
+        if self.skips_in_a_row >= SKIPS_IN_A_ROW:
             return f"{problem} in {SKIPS_IN_A_ROW} batches in a row"
         self._say(f"skipped a batch: {problem}; the weights are unchanged")
         return None
