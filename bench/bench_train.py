@@ -25,8 +25,9 @@ import torch
 from _compute import TRAIN_FULL_FLOPS, TRAIN_NO_DECODER_FLOPS, matmul_flops
 
 from napari_twinvae.core.data import NaturalSet
+from napari_twinvae.core.precision import autocast_dtype, precision_name
 from napari_twinvae.core.synthetic import SynthConfig, generate
-from napari_twinvae.core.train import TrainConfig, Training, autocast_dtype, precision_name
+from napari_twinvae.core.train import TrainConfig, Training
 
 
 def natural_frames(n: int) -> NaturalSet:

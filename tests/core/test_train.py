@@ -7,21 +7,23 @@ import torch
 from napari_twinvae.core import train as train_module
 from napari_twinvae.core.config import LossWeights, ModelConfig
 from napari_twinvae.core.data import NaturalSet
+from napari_twinvae.core.freezing import (
+    CORE_PARTS,
+    OUTER_PARTS,
+    frozen_parameters,
+    parameter_part,
+    thaw_stage,
+)
 from napari_twinvae.core.intensity import Normalization
 from napari_twinvae.core.io import CheckpointError, load_checkpoint, save_checkpoint
 from napari_twinvae.core.jobs import drain
 from napari_twinvae.core.model import Dropout, TwinVAE
 from napari_twinvae.core.synthetic import SynthBatch, SynthConfig, generate
 from napari_twinvae.core.train import (
-    CORE_PARTS,
-    OUTER_PARTS,
     TrainConfig,
     Training,
-    frozen_parameters,
     iter_train,
     learning_rate_at,
-    parameter_part,
-    thaw_stage,
     train,
     validation_split,
 )

@@ -11,27 +11,11 @@ frames, whose counts stay hidden) through reconstruction and KLD only. Without d
 unlabeled frames would feed the KLD term alone, so a decoder-free run passes only over the labeled
 training frames.
 
-Parameter groups for freezing (as in the paper), by the model's top-level modules:
-
-* **core** (shared by both twins): ``shared_encoder``, ``mu``, ``logvar``, ``expand``,
-  ``shared_decoder``, ``regressor``;
-* **outer** (one per twin): ``encoders.*``, ``decoders.*``;
-* **counting** freezes the counting path (outer and shared encoder, ``mu``, ``logvar``,
-  ``regressor``) so only the decoders train: it brings back reconstructions after a
-  decoder-free run without touching the counts.
-
-A frozen parameter takes no optimizer step (no update, no weight decay) while gradients still
-flow through it to the layers before it; frozen batch-norm layers also keep their running
-statistics (they run in eval mode). ``thaw`` starts with everything but the innermost layers
-frozen and unfreezes in five stages at 0, 1/5, 2/5, 3/5 and 4/5 of the run, from the inside out:
-(1) regressor, mu, logvar, expand; (2) shared encoder and decoder; (3) the outer layers next to
-them (last encoder convolution, first decoder block); (4) the next outer layer on each side;
-(5) the rest.
+Which layers train is :mod:`core.freezing`'s; the precision is :mod:`core.precision`'s.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import math
@@ -55,18 +39,18 @@ from napari_twinvae.core.data import (
     augment_with_cells,
 )
 from napari_twinvae.core.density import cells_per_image, density_targets, pad_points
+from napari_twinvae.core.device import select_device
+from napari_twinvae.core.freezing import FREEZE_STRATEGIES, Freezer
 from napari_twinvae.core.intensity import Normalization
 from napari_twinvae.core.jobs import drain
 from napari_twinvae.core.losses import density_loss, twin_loss
 from napari_twinvae.core.metrics import count_metrics
 from napari_twinvae.core.model import DOMAINS, TwinVAE
+from napari_twinvae.core.precision import mixed_precision
 from napari_twinvae.core.synthetic import PRESETS
 
 log = logging.getLogger(__name__)
 
-FREEZE_STRATEGIES = ("none", "core", "outer", "thaw", "counting")
-COUNTING_PARTS = ("encoders", "shared_encoder", "mu", "logvar", "regressor")
-"""Top-level modules on the counting path: frozen by ``freeze="counting"``."""
 OPTIMIZERS = ("adam", "radam")
 SCHEDULES = ("constant", "cosine")
 COSINE_FLOOR = 0.02
@@ -74,12 +58,6 @@ COSINE_FLOOR = 0.02
 WARMUP = 0.03
 """The cosine schedule first rises linearly over this share of the run (Adam starts afresh)."""
 SCRATCH = "scratch"
-
-CORE_PARTS = ("shared_encoder", "mu", "logvar", "expand", "shared_decoder", "regressor")
-"""Top-level modules shared by both twins: frozen by ``freeze="core"``."""
-OUTER_PARTS = ("encoders", "decoders")
-"""Top-level modules that exist once per twin: frozen by ``freeze="outer"``."""
-THAW_STAGES = 5
 
 MIN_VALIDATION_LABELS = 5
 """Labeled frames needed before some are held out; with fewer, the last model is kept."""
@@ -232,44 +210,6 @@ class TrainResult:
         }
 
 
-# -- parameter groups ------------------------------------------------------------------------
-def parameter_part(name: str) -> str:
-    """``"core"`` or ``"outer"`` for a parameter (or buffer) name of :class:`TwinVAE`."""
-    top = name.split(".", 1)[0]
-    if top in CORE_PARTS:
-        return "core"
-    if top in OUTER_PARTS:
-        return "outer"
-    raise ValueError(f"{name} belongs to neither the core nor the outer layers")
-
-
-def thaw_stage(name: str) -> int:
-    """The thaw stage (0-4) in which a parameter starts to train: from the inside out."""
-    parts = name.split(".")
-    if parts[0] in ("regressor", "mu", "logvar", "expand"):
-        return 0
-    if parts[0] in ("shared_encoder", "shared_decoder"):
-        return 1
-    block = int(parts[2]) // 3  # modules come in (layer, norm/activation, ...) threes
-    depth = (3 - block) if parts[0] == "encoders" else block  # 0 = next to the core
-    return 2 + min(depth, 2)
-
-
-def frozen_parameters(model: nn.Module, freeze: str, fraction: float = 0.0) -> set[str]:
-    """Names of the parameters that take no step, at ``fraction`` (0-1) of the run."""
-    if freeze not in FREEZE_STRATEGIES:
-        raise ValueError(f"unknown freeze strategy {freeze!r}")
-    names = [n for n, _ in model.named_parameters()]
-    if freeze == "none":
-        return set()
-    if freeze in ("core", "outer"):
-        return {n for n in names if parameter_part(n) == freeze}
-    if freeze == "counting":
-        return {n for n in names if n.split(".", 1)[0] in COUNTING_PARTS}
-    stage = min(THAW_STAGES - 1, int(math.floor(max(fraction, 0.0) * THAW_STAGES)))
-    return {n for n in names if thaw_stage(n) > stage}
-
-
 def learning_rate_at(cfg: TrainConfig, fraction: float) -> float:
     """The learning rate at ``fraction`` (0-1) of the run.
 
@@ -284,19 +224,6 @@ def learning_rate_at(cfg: TrainConfig, fraction: float) -> float:
         return cfg.learning_rate * (0.1 + 0.9 * fraction / WARMUP)
     share = COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * fraction))
     return cfg.learning_rate * share
-
-
-def _apply_freeze(model: nn.Module, frozen: set[str]) -> list[nn.Module]:
-    """Stop updates of ``frozen``; returns the batch-norm layers that must keep their statistics."""
-    for name, param in model.named_parameters():
-        # requires_grad=False: no weight gradient, no step; gradients still reach earlier layers
-        param.requires_grad_(name not in frozen)
-    return [
-        module
-        for name, module in model.named_modules()
-        if isinstance(module, nn.modules.batchnorm._BatchNorm)
-        and all(f"{name}.{p}" in frozen for p, _ in module.named_parameters(recurse=False))
-    ]
 
 
 # -- validation split ------------------------------------------------------------------------
@@ -431,7 +358,7 @@ class _Run:
         self.pending: Future | None = None
         self.pending_epoch = 0
         self.executor: ThreadPoolExecutor | None = None
-        self.device = _select_device(cfg.device)
+        self.device = select_device(cfg.device)
         torch.manual_seed(cfg.seed)  # dropout and the VAE's sampling draw from the global RNG
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(cfg.seed)
@@ -493,9 +420,8 @@ class _Run:
         self.regressor_delay = self._regressor_delay()
         self.optimizer = _optimizer(self.model, cfg)
         self.skips_in_a_row = 0
-        self.frozen: set[str] | None = None
-        self.frozen_norms: list[nn.Module] = []
-        self.autocast, self.scaler, precision = _mixed_precision(self.device, cfg.mixed_precision)
+        self.freezer = Freezer(self.model, cfg.freeze)
+        self.precision = mixed_precision(self.device, cfg.mixed_precision)
         self.info.update(
             natural_frames=int(len(natural.frames)),
             labeled={"training": int(train_labeled.sum()), "validation": int(self.validation.size)},
@@ -503,7 +429,7 @@ class _Run:
             synthetic={**self.source.describe(), "per_epoch": self.n_synthetic},
             renewed=owner.renew.describe() if owner.renew is not None else None,
             device=str(self.device),
-            precision=precision,
+            precision=self.precision.name,
         )
         if self.device.type != "cpu":  # generate the next epoch's images while the GPU trains
             self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="twinvae-synth")
@@ -522,7 +448,9 @@ class _Run:
             regress = self._regress(epoch)
             for step, (domain, index) in enumerate(batches, start=1):
                 fraction = self._fraction(epoch - 1 + (step - 1) / steps)
-                self._update_freeze(fraction)
+                thawed = self.freezer.update(fraction)
+                if thawed:
+                    self._say(thawed)
                 self._update_learning_rate(fraction)
                 batch = self._batch(domain, index)
                 problem = self._step(domain, batch, regress, epoch - 1, sums)
@@ -615,7 +543,7 @@ class _Run:
         """One optimizer step on one twin's batch; returns why it diverged, if it did."""
         cfg = self.cfg
         x, counts, labeled = batch.x, batch.counts, batch.labeled
-        with self.autocast():
+        with self.precision.autocast():
             out = self.model(x, domain, decode=cfg.decoder)
         # the loss in float32 even under mixed precision: the KLD sums many small terms
         rec = out.reconstruction.float() if out.reconstruction is not None else None
@@ -639,10 +567,11 @@ class _Run:
         if total > EXPLODING_LOSS:
             return f"the loss exploded ({total:.3g})"
         self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler is not None:  # the scaler skips steps with non-finite gradients itself
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+        scaler = self.precision.scaler
+        if scaler is not None:  # the scaler skips steps with non-finite gradients itself
+            scaler.scale(loss).backward()
+            scaler.step(self.optimizer)
+            scaler.update()
         else:
             loss.backward()
             where = _nonfinite_gradient(self.model)
@@ -667,18 +596,7 @@ class _Run:
         self._say(f"skipped a batch: {problem}; the weights are unchanged")
         return None
 
-    # -- freezing, schedule ----------------------------------------------------------------
-    def _update_freeze(self, fraction: float) -> None:
-        frozen = frozen_parameters(self.model, self.cfg.freeze, fraction)
-        if frozen != self.frozen:
-            if self.frozen is not None:
-                self._say(f"thaw: {len(self.frozen) - len(frozen)} more parameter tensors train")
-            self.frozen = frozen
-            self.frozen_norms = _apply_freeze(self.model, frozen)
-        self.model.train()
-        for module in self.frozen_norms:
-            module.eval()
-
+    # -- schedule ----------------------------------------------------------------
     def _update_learning_rate(self, fraction: float) -> None:
         rate = learning_rate_at(self.cfg, fraction)
         for group in self.optimizer.param_groups:
@@ -847,12 +765,6 @@ class _Run:
 
 
 # -- helpers ---------------------------------------------------------------------------------
-def _select_device(preference: str) -> torch.device:
-    from napari_twinvae.core.device import select_device
-
-    return select_device(preference)
-
-
 def _start_model(cfg: TrainConfig) -> tuple[TwinVAE, dict, Normalization]:
     """A fresh model (from scratch) or a checkpoint's (default or file), with what it was."""
     if cfg.from_scratch:
@@ -889,45 +801,6 @@ def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     # the fused kernel updates each tensor in one pass instead of about eight
     fused = params[0]["params"][0].device.type in ("cpu", "cuda")
     return torch.optim.Adam(params, fused=fused, foreach=None if fused else True, **settings)
-
-
-def autocast_dtype(config: TrainConfig) -> torch.dtype | None:
-    """What a run with ``config`` autocasts its convolutions to on this machine (None: it
-    computes in float32)."""
-    return _autocast_dtype(_select_device(config.device), config.mixed_precision)
-
-
-def precision_name(dtype: torch.dtype | None) -> str:
-    """The name a run's summary records: "float32", "bfloat16 autocast" or "float16 autocast"."""
-    return "float32" if dtype is None else f"{str(dtype).removeprefix('torch.')} autocast"
-
-
-def _autocast_dtype(device: torch.device, wanted: bool) -> torch.dtype | None:
-    if not wanted:
-        return None
-    if device.type == "cpu":
-        # emulated bfloat16 is slower than float32
-        return torch.bfloat16 if cpu_has_native_bfloat16() else None
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def _mixed_precision(device: torch.device, wanted: bool):
-    """(autocast context factory, gradient scaler or None, the name of the precision)."""
-    dtype = _autocast_dtype(device, wanted)
-    if dtype is None:
-        return contextlib.nullcontext, None, precision_name(None)
-    # float16 overflows where bfloat16 does not: its gradients need scaling
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    return (lambda: torch.autocast(device.type, dtype=dtype)), scaler, precision_name(dtype)
-
-
-def cpu_has_native_bfloat16() -> bool:
-    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX), where oneDNN's
-    bfloat16 convolutions make a training step about 1.4x faster than float32 ones."""
-    capabilities = torch.cpu.get_capabilities()
-    return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
 
 
 def _set_dropout(model: nn.Module, rate: float) -> None:
