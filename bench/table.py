@@ -94,6 +94,19 @@ def rows_for(data: Path | None) -> list[tuple[str, str, str]]:
             shown(cmd),
         )
     )
+    cmd = ["bench/bench_share.py"]
+    r = run(cmd)
+    for job in ("train", "count"):
+        rows.append(
+            (
+                f"Two `{job}` runs started together",
+                (
+                    f"{r[job]['ratio']:.2f}x the time of one alone each ({r[job]['alone_s']:.0f} s "
+                    "alone; 2.00x = one after the other)"
+                ),
+                shown(cmd),
+            )
+        )
     cmd = ["bench/bench_synth.py"]
     r = run(cmd)
     per = ", ".join(f"{k} {v:,.0f}" for k, v in r["per_preset"].items())

@@ -48,6 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
+    from napari_twinvae.core import threads
+
+    threads.quiet_waits()  # before the parser's imports load torch
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -58,6 +61,7 @@ def _main(argv: Sequence[str] | None) -> int:
         parser.print_help()
         return 0
     try:
+        threads.use_threads()
         return int(func(args) or 0)
     except (UsageError, ValueError) as err:
         # The core raises ValueError (CheckpointError too) for input it cannot use.

@@ -13,6 +13,8 @@ from typing import Any
 from napari.utils.notifications import show_error
 from superqt.utils import GeneratorWorker
 
+from napari_twinvae.core.threads import use_threads
+
 
 class JobFailed(Exception):
     """A ``RuntimeError`` raised by the job itself (torch raises them, e.g. when the GPU runs out
@@ -21,6 +23,7 @@ class JobFailed(Exception):
 
 
 def _job(generator_function: Callable[..., Generator], *args: Any, **kwargs: Any) -> Generator:
+    use_threads()  # this process's share of the cores (core/threads.py)
     try:
         return (yield from generator_function(*args, **kwargs))
     except RuntimeError as err:
