@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from napari_twinvae.core import loop as loop_module
 from napari_twinvae.core import train as train_module
+from napari_twinvae.core.batches import EpochData
 from napari_twinvae.core.config import LossWeights, ModelConfig
 from napari_twinvae.core.data import NaturalSet
 from napari_twinvae.core.freezing import (
@@ -25,8 +27,9 @@ from napari_twinvae.core.train import (
     iter_train,
     learning_rate_at,
     train,
-    validation_split,
 )
+from napari_twinvae.core.trainset import StartModel
+from napari_twinvae.core.validation import validation_split
 from tests._checkpoints import TINY, tiny_train_config
 
 
@@ -119,14 +122,23 @@ def test_two_epochs_lower_the_validation_error_of_the_untrained_model():
     assert all(p.is_contiguous() for p in result.model.parameters())  # as counting expects
 
 
-def test_cpu_runs_repeat_for_a_seed():
-    natural = _natural()
-    first, second = train(natural, _config(epochs=1)), train(natural, _config(epochs=1))
-    other = train(natural, _config(epochs=1, seed=1))
-    for key, value in _state(first.model).items():
-        assert torch.equal(value, second.model.state_dict()[key]), key
-    assert first.history[1]["losses"] == second.history[1]["losses"]
-    assert first.history[1]["losses"] != other.history[1]["losses"]
+def test_the_same_seed_gives_the_same_model_file_on_the_cpu(tmp_path):
+    """Two runs of two epochs with one seed write the same weights and summary; another seed
+    does not. (At a fixed number of threads: torch splits some sums by thread.)"""
+    results, files = [], []
+    for name, seed in (("first", 0), ("second", 0), ("other", 1)):
+        training = Training(_natural(), _config(epochs=2, seed=seed))
+        results.append(drain(training.run()))
+        files.append(load_checkpoint(training.save(tmp_path / f"{name}.pt")))
+    weights = [file.model.state_dict() for file in files]
+    assert weights[0].keys() == weights[1].keys()
+    for key, value in weights[0].items():
+        assert torch.equal(value, weights[1][key]), key
+    assert not all(torch.equal(value, weights[2][key]) for key, value in weights[0].items())
+    untimed = [{k: v for k, v in file.summary.items() if k != "seconds"} for file in files]
+    assert untimed[0] == untimed[1] != untimed[2]
+    assert results[0].history[2]["losses"] == results[1].history[2]["losses"]
+    assert results[0].history[2]["losses"] != results[2].history[2]["losses"]
 
 
 @pytest.mark.parametrize(
@@ -298,7 +310,7 @@ def test_a_huge_learning_rate_diverges_and_keeps_the_best_model():
 
 def _poison_loss(monkeypatch, bad):
     """twin_loss whose KLD is NaN on the calls for which ``bad(call)`` holds (1-based)."""
-    real = train_module.twin_loss
+    real = loop_module.twin_loss
     calls = []
 
     def poisoned(*args, **kwargs):
@@ -306,7 +318,7 @@ def _poison_loss(monkeypatch, bad):
         calls.append(1)
         return terms._replace(kld=torch.tensor(float("nan"))) if bad(len(calls)) else terms
 
-    monkeypatch.setattr(train_module, "twin_loss", poisoned)
+    monkeypatch.setattr(loop_module, "twin_loss", poisoned)
 
 
 def test_a_batch_with_a_non_finite_loss_is_skipped_and_the_run_goes_on(monkeypatch):
@@ -343,9 +355,8 @@ def test_a_non_finite_gradient_in_the_natural_decoder_is_skipped(monkeypatch):
         return torch.full_like(grad, float("nan")) if len(shots) == 2 else grad
 
     last.weight.register_hook(poison)
-    start = (model, {"init": "scratch"}, Normalization())
-    monkeypatch.setattr(train_module, "_start_model", lambda cfg: start)
-    result = train(_natural(), _config(epochs=3))
+    start = StartModel(model, Normalization(), {"init": "scratch"})
+    result = drain(Training(_natural(), _config(epochs=3), start=start).run())
     assert result.stopped == "finished" and result.info["skipped_steps"] == 1
     assert any(
         "a gradient became non-finite (decoders.natural.12.weight)" in m for m in result.messages
@@ -428,24 +439,24 @@ def test_renewal_replaces_the_training_frames_from_the_second_epoch_only(monkeyp
     before = natural.frames.copy()
     renew = _ConstantScenes()
     seen = []  # (epoch of the last renewal, natural batch)
-    original = train_module._Run._batch
+    original = EpochData.batch
 
-    def recording(run, domain, index):
-        batch = original(run, domain, index)
+    def recording(data, domain, index):
+        batch = original(data, domain, index)
         if domain == "natural":
             calls = renew.calls[-1][1] if renew.calls else 1
             seen.append((calls, batch.x.clone(), batch.counts.clone()))
         return batch
 
-    monkeypatch.setattr(train_module._Run, "_batch", recording)
+    monkeypatch.setattr(EpochData, "batch", recording)
     validated = []  # whether each validation saw the original held-out frames
-    measure = train_module._Run._metrics
+    measure = loop_module.measure
 
-    def checking(run, index):
-        validated.append(np.array_equal(run.frames[torch.from_numpy(index)].numpy(), before[index]))
-        return measure(run, index)
+    def checking(model, frames, counts, index):
+        validated.append(np.array_equal(frames[torch.from_numpy(index)].numpy(), before[index]))
+        return measure(model, frames, counts, index)
 
-    monkeypatch.setattr(train_module._Run, "_metrics", checking)
+    monkeypatch.setattr(loop_module, "measure", checking)
     training = Training(natural, _config(decoder=False, epochs=3), renew=renew)
     result = drain(training.run())
     trained = int(natural.labeled.sum()) - len(result.info["validation_frames"])

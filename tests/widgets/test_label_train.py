@@ -308,12 +308,12 @@ def test_stop_keeps_the_best_model_so_far(
 def test_an_error_in_the_middle_of_training_leaves_the_labels_and_the_dock_usable(
     dock_on, qtbot, monkeypatch, watch, messages, small_network
 ):
-    from napari_twinvae.core import train as train_module
+    from napari_twinvae.core.loop import Run
 
     viewer, dock = _train_dock(dock_on, epochs=3)
     cells = dock.labeling.cells.value
     before, marked = cells.data.copy(), list(cells.metadata.get(EMPTY_FRAMES_KEY, []))
-    real, steps = train_module._Run._step, []
+    real, steps = Run._step, []
 
     def failing(run, *args, **kwargs):
         steps.append(1)
@@ -321,7 +321,7 @@ def test_an_error_in_the_middle_of_training_leaves_the_labels_and_the_dock_usabl
             raise RuntimeError("out of memory (injected)")
         return real(run, *args, **kwargs)
 
-    monkeypatch.setattr(train_module._Run, "_step", failing)
+    monkeypatch.setattr(Run, "_step", failing)
     dock.start_training()
     _wait_until_done(qtbot, dock)
     assert len(watch.errors) == 1 and "out of memory (injected)" in messages["error"][-1]

@@ -29,14 +29,9 @@ def add_parser(subparsers) -> None:
     """The options and their defaults come from ``TrainConfig()`` and core's choices, as the
     dock's do: one source for every setting."""
     from napari_twinvae.core.config import HEADS
+    from napari_twinvae.core.freezing import FREEZE_STRATEGIES
     from napari_twinvae.core.synthetic import PRESETS
-    from napari_twinvae.core.train import (
-        COSINE_FLOOR,
-        FREEZE_STRATEGIES,
-        OPTIMIZERS,
-        SCHEDULES,
-        TrainConfig,
-    )
+    from napari_twinvae.core.train import COSINE_FLOOR, OPTIMIZERS, SCHEDULES, TrainConfig
 
     defaults = TrainConfig()
     parser = subparsers.add_parser(
@@ -129,7 +124,8 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from napari_twinvae.core.device import select_device
-    from napari_twinvae.core.train import TrainConfig, Training, normalization_for
+    from napari_twinvae.core.train import TrainConfig, Training
+    from napari_twinvae.core.trainset import load_start
 
     started = time.perf_counter()
     epochs = args.epochs
@@ -158,10 +154,10 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
     )
     select_device(config.device)  # an unavailable GPU is said now, not after the cropping
-    normalization = normalization_for(config.init)  # a missing or bad start model, ditto
-    natural = load_natural(args.images, args.labels, args.rois, normalization)
+    start = load_start(config.init)  # a missing or bad start model, ditto; read once
+    natural = load_natural(args.images, args.labels, args.rois, start.normalization)
 
-    training = Training(natural, config, normalization)
+    training = Training(natural, config, start=start)
     gen = training.run()
     with FirstInterruptStops() as interrupt:
         try:

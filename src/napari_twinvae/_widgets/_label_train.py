@@ -46,16 +46,11 @@ from napari_twinvae._widgets._workers import let_go, start_worker
 from napari_twinvae.core.chambers import resized_whole_frame
 from napari_twinvae.core.config import HEADS, IMAGE_SIZE
 from napari_twinvae.core.device import available_devices
+from napari_twinvae.core.freezing import FREEZE_STRATEGIES
 from napari_twinvae.core.io import CheckpointError, default_model_path
 from napari_twinvae.core.synthetic import PRESETS
-from napari_twinvae.core.train import (
-    FREEZE_STRATEGIES,
-    TrainConfig,
-    Training,
-    TrainProgress,
-    normalization_for,
-)
-from napari_twinvae.core.trainset import check_labels, iter_natural_set
+from napari_twinvae.core.train import TrainConfig, Training, TrainProgress
+from napari_twinvae.core.trainset import check_labels, iter_natural_set, load_start
 
 if TYPE_CHECKING:
     import napari
@@ -96,9 +91,11 @@ class _Job:
 def prepare_and_train(frames, regions, annotation, config: TrainConfig, job: _Job) -> Generator:
     """Worker: crop and normalise every chamber as the start model does, then train (the same
     path from labels to a training set as ``napari-twinvae train``)."""
-    normalization = normalization_for(config.init)
-    natural = yield from iter_natural_set(frames, annotation, regions, normalization, _CROP_CHUNK)
-    job.training = Training(natural, config, normalization)
+    start = load_start(config.init)  # read once: its normalisation crops, its weights train
+    natural = yield from iter_natural_set(
+        frames, annotation, regions, start.normalization, _CROP_CHUNK
+    )
+    job.training = Training(natural, config, start=start)
     return (yield from job.training.run())
 
 
