@@ -70,6 +70,11 @@ def evaluate(checkpoint, n: int, seed: int, views: int | None = None) -> dict:
     return report
 
 
+def _without_folders(argv: list[str]) -> str:
+    """The command line with file names only: a summary holds no path of the training machine."""
+    return " ".join(Path(arg).name if "/" in arg else arg for arg in argv)
+
+
 def run_stage(
     natural, config, normalization, seed: int, renew=False, clean_share=0.0, touching=0.0
 ):
@@ -195,7 +200,7 @@ def main(argv=None) -> int:
     )  # fmt: skip
     summary = result.summary()
     summary["recipe"] = {
-        "command": "python scripts/train_default.py " + " ".join(argv or sys.argv[1:]),
+        "command": "python scripts/train_default.py " + _without_folders(argv or sys.argv[1:]),
         "natural": f"{args.natural} hardened synthetic images of both presets (core.pretrain)"
         + (f", {args.clean_share:.0%} of them left clean" if args.clean_share else "")
         + (f", {args.touching:.0%} of the cells touching another" if args.touching else "")

@@ -411,6 +411,14 @@ def test_saved_model_carries_the_summary(tmp_path):
         assert torch.equal(loaded.model.state_dict()[key], value)
 
 
+def test_a_summary_names_the_start_model_without_its_folder(start_model):
+    result = train(_natural(), _config(init=str(start_model), epochs=1))
+    summary = result.summary()
+    assert summary["init"] == summary["config"]["init"] == start_model.name
+    assert str(start_model.parent) not in repr(summary)
+    assert result.config.init == str(start_model)  # the run itself read the file where it lay
+
+
 def test_the_default_model_is_missing_in_one_line(monkeypatch, tmp_path):
     from napari_twinvae.core import io
 

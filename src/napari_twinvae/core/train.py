@@ -27,6 +27,7 @@ from napari_twinvae.core.config import HEADS, IMAGE_SIZE, JsonConfig, LossWeight
 from napari_twinvae.core.data import Augmentation, NaturalSet, SyntheticSource
 from napari_twinvae.core.freezing import FREEZE_STRATEGIES
 from napari_twinvae.core.intensity import Normalization
+from napari_twinvae.core.io import DEFAULT_MODEL
 from napari_twinvae.core.jobs import drain
 from napari_twinvae.core.model import TwinVAE
 from napari_twinvae.core.synthetic import PRESETS
@@ -163,7 +164,7 @@ class TrainResult:
         """Plain data for the checkpoint: config, best metrics, epochs, stop reason, seconds."""
         return {
             "trained_with": "napari_twinvae.core.train",
-            "config": self.config.to_dict(),
+            "config": {**self.config.to_dict(), "init": _file_name(self.config.init)},
             "best": dict(self.best),
             "lowest_mae": dict(self.lowest_mae) if self.lowest_mae else None,
             "selection": self.selection,
@@ -283,6 +284,11 @@ def _checked(natural: NaturalSet) -> NaturalSet:
     if natural.cells is not None and len(natural.cells) != len(frames):
         raise ValueError("natural cells need one entry (or None) per frame")
     return NaturalSet(frames, counts.astype(np.int64), labeled.astype(bool), natural.cells)
+
+
+def _file_name(init: str) -> str:
+    """What a run started from, without the folders: a summary holds no path of the machine."""
+    return init if init in (SCRATCH, DEFAULT_MODEL) else Path(init).name
 
 
 def _plain(value):

@@ -76,7 +76,8 @@ def load_start(init: str) -> StartModel:
     from napari_twinvae.core.io import load_model
 
     checkpoint = load_model(init)
-    info: dict[str, Any] = {"init": str(checkpoint.path)}
+    # the file's name, not where it lies: a summary holds no path of the training machine
+    info: dict[str, Any] = {"init": checkpoint.path.name}
     earlier = {
         k: checkpoint.summary[k] for k in ("best", "epochs", "stopped") if k in checkpoint.summary
     }
