@@ -11,7 +11,10 @@ frames, whose counts stay hidden) through reconstruction and KLD only. Without d
 unlabeled frames would feed the KLD term alone, so a decoder-free run passes only over the labeled
 training frames.
 
-Which layers train is :mod:`core.freezing`'s; the precision is :mod:`core.precision`'s.
+This module holds a run's settings, progress and result. The run itself is :mod:`core.loop`'s,
+its parts :mod:`core.batches` (the epoch's data), :mod:`core.freezing` (which layers train),
+:mod:`core.precision` and :mod:`core.validation` (the held-out frames and the model kept);
+:mod:`core.trainset` turns frames and labels into a training set and reads the start model.
 """
 
 from __future__ import annotations
