@@ -39,19 +39,30 @@ def _rows(path):
         return list(csv.reader(f))
 
 
-def test_count_writes_frame_chamber_count_estimate(files, tmp_path, capsys):
+def test_count_writes_frame_chamber_count_estimate(files, tmp_path, capsys, caplog):
     folder, stack, model = files
     out = tmp_path / "counts.csv"
     argv = ["count", str(folder / "a.tif"), "--out", str(out), "--model", str(model)]
     assert main([*argv, "--rois", str(folder / "rois.csv"), "--batch-size", "3"]) == 0
     rows = _rows(out)
-    assert rows[0] == ["frame", "chamber", "count", "estimate", "flag"] and len(rows) == 1 + 6 * 2
+    header = ["frame", "chamber", "count", "estimate", "flag", "uncertainty", "series_flag"]
+    assert rows[0] == header and len(rows) == 1 + 6 * 2
     expected = count(stack, load_checkpoint(model), [(0, 0, 100, 70), (0, 70, 100, 140)])
     assert [tuple(int(v) for v in row[:3]) for row in rows[1:]] == [
         (f, c, n) for f, c, n, _, _ in expected.rows()
     ]
     estimates = np.array([float(row[3]) for row in rows[1:]])
     np.testing.assert_allclose(estimates, expected.estimates.reshape(-1), atol=1e-4)
+    uncertainty = np.array([float(row[5]) for row in rows[1:]])
+    np.testing.assert_allclose(uncertainty, expected.uncertainty.reshape(-1), atol=1e-3)
+    assert [row[6] for row in rows[1:]] == expected.series_flags.reshape(-1).tolist()
+    doubtful = int((expected.uncertainty >= 0.5).sum())
+    broken = int((expected.series_flags != "").sum())
+    said = (
+        f"check first: {doubtful} counts more likely wrong than right (uncertainty >= 0.5) and "
+        f"{broken} that break the growth series (series_flag)"
+    )
+    assert doubtful + broken > 0 and said in caplog.text
     # no progress bar when stderr is not a terminal: only the line that says what was done
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1
@@ -96,7 +107,9 @@ def test_several_files_get_a_file_column(files, tmp_path):
     images = [str(folder / "a.tif"), str(folder / "b.tif")]
     assert main(["count", *images, "--out", str(out), "--model", str(model)]) == 0
     rows = _rows(out)
-    assert rows[0] == ["file", "frame", "chamber", "count", "estimate", "flag"]
+    assert rows[0] == [
+        "file", "frame", "chamber", "count", "estimate", "flag", "uncertainty", "series_flag"
+    ]  # fmt: skip
     assert [r[0] for r in rows[1:]] == [images[0]] * 6 + [images[1]] * 4
 
 
@@ -186,10 +199,10 @@ def test_counts_above_30_are_flagged_in_the_csv_and_said(files, tmp_path, capsys
     out = tmp_path / "c.csv"
     assert main(["count", str(folder / "a.tif"), "--out", str(out), "--model", str(model)]) == 0
     rows = _rows(out)
-    assert rows[0][-1] == "flag"
-    flagged = [row for row in rows[1:] if row[-1] == "above 30"]
+    assert rows[0][4] == "flag"
+    flagged = [row for row in rows[1:] if row[4] == "above 30"]
     assert flagged and all(int(row[2]) > 30 for row in flagged)
-    assert all(row[-1] == "" for row in rows[1:] if int(row[2]) <= 30)
+    assert all(row[4] == "" for row in rows[1:] if int(row[2]) <= 30)
     assert f"{len(flagged)} of 6 counts lie outside 0-30" in caplog.text
 
 

@@ -219,7 +219,9 @@ def test_csv_rows_and_file_column(checkpoint, frames, tmp_path):
     write_counts_csv(tmp_path / "one.csv", result)
     with open(tmp_path / "one.csv", newline="") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["frame", "chamber", "count", "estimate", "flag"] and len(rows) == 7
+    assert rows[0] == [
+        "frame", "chamber", "count", "estimate", "flag", "uncertainty", "series_flag"
+    ] and len(rows) == 7  # fmt: skip
     assert [int(v) for v in rows[4][:3]] == [1, 1, int(result.counts[1, 1])]
     assert float(rows[4][3]) == pytest.approx(result.estimates[1, 1], abs=1e-4)
     write_counts_csv(tmp_path / "two.csv", [result, result], files=["a.tif", "b.tif"])

@@ -114,7 +114,9 @@ def test_export_csv_writes_the_last_count(make_napari_viewer, qtbot, model_file,
     path = dock.export_csv(tmp_path / "counts.csv")
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["frame", "chamber", "count", "estimate", "flag"] and len(rows) == 13
+    header = ["frame", "chamber", "count", "estimate", "flag", "uncertainty", "series_flag"]
+    assert rows[0] == header and len(rows) == 13
+    assert all(0.0 <= float(row[5]) <= 1.0 for row in rows[1:])  # export keeps the uncertainty
     assert [int(r[2]) for r in rows[1:]] == dock.result.counts[:, 0].tolist()
 
 

@@ -1,7 +1,7 @@
 """``napari-twinvae count``: count the cells of every chamber in every frame of one or more stacks.
 
-Writes ``frame,chamber,count,estimate`` (plus a leading ``file`` column when several stacks are
-given) atomically. TIFF stacks are read through their memory map, one batch at a time, so a
+Writes ``frame,chamber,count,estimate,flag,uncertainty,series_flag`` (plus a leading ``file``
+column when several stacks are given) atomically. TIFF stacks are read through their memory map, one batch at a time, so a
 series larger than RAM counts in bounded memory. On a terminal a progress bar runs on stderr.
 """
 
@@ -30,8 +30,9 @@ def add_parser(subparsers) -> None:
         help="count cells per frame and chamber, write a CSV",
         description=(
             "Count the cells in every frame (and every chamber) of one or more image stacks "
-            "with a Twin-VAE checkpoint. Writes frame,chamber,count,estimate (plus file when "
-            "several stacks are given)."
+            "with a Twin-VAE checkpoint. Writes frame,chamber,count,estimate,flag,uncertainty,"
+            "series_flag (plus file when several stacks are given): uncertainty is the chance "
+            "that the count is wrong, series_flag marks counts that break the growth series."
         ),
     )
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGES", help="TIFF stacks")
@@ -166,6 +167,15 @@ def run(args: argparse.Namespace) -> int:
             "flag column marks them (a chamber drawn wrong, or not a chamber?)",
             flagged,
             total,
+        )
+    doubtful = sum(int((r.uncertainty >= 0.5).sum()) for r in results)
+    broken = sum(int((r.series_flags != "").sum()) for r in results)
+    if doubtful or broken:
+        log.warning(
+            "check first: %d counts more likely wrong than right (uncertainty >= 0.5) and %d "
+            "that break the growth series (series_flag)",
+            doubtful,
+            broken,
         )
     frames = sum(len(r.frames) for r in results)
     chambers = results[0].counts.shape[1]

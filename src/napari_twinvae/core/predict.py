@@ -35,18 +35,25 @@ from napari_twinvae.core.chambers import (
     check_regions,
 )
 from napari_twinvae.core.config import IMAGE_SIZE
-from napari_twinvae.core.density import find_peaks
+from napari_twinvae.core.density import find_peaks, peak_counts
 from napari_twinvae.core.device import select_device
 from napari_twinvae.core.io import Checkpoint, atomic_write, load_model, read_stack
 from napari_twinvae.core.jobs import drain
 from napari_twinvae.core.metrics import count_flags, round_counts
 from napari_twinvae.core.model import DOMAINS, TwinVAE
+from napari_twinvae.core.uncertainty import (
+    LATENT_SAMPLES,
+    Calibration,
+    calibration_of,
+    probability_wrong,
+    series_flags,
+)
 
 DEFAULT_BATCH_SIZE = 64
 """Crops per forward pass. On 2 CPU cores 32-64 run fastest (bench/bench_count.py): the batch's
 activations still fit the caches; 128 and more spill and slow down."""
 
-CSV_COLUMNS = ("frame", "chamber", "count", "estimate", "flag")
+CSV_COLUMNS = ("frame", "chamber", "count", "estimate", "flag", "uncertainty", "series_flag")
 
 VIEWS = (1, 2, 4, 8)
 """How many orientations of each chamber a count can average: the crop as it is, mirrored
@@ -78,11 +85,24 @@ class CountResult:
     elapsed_s: float = 0.0
     # predicted cells (density head, when asked for): rows (frame, chamber, y, x), frame pixels
     cells: np.ndarray | None = None
+    # (T, R) P(rounded count is wrong), core.uncertainty; None when not asked for
+    uncertainty: np.ndarray | None = None
+    # (T, R, 3) its raw signals: spread over views, over latent samples, |peaks - sum|
+    signals: np.ndarray | None = None
 
     @property
     def flags(self) -> np.ndarray:
         """(T, R) why a count is not to be trusted (``"above 30"``, ...), "" for most."""
         return count_flags(self.estimates)
+
+    @property
+    def series_flags(self) -> np.ndarray:
+        """(T, R) counts that depart from the frames beside them (``"jump"``, ``"drop"``,
+        ``"rise"``; core.uncertainty.series_flags), "" for most; rows taken in frame order."""
+        order = np.argsort(self.frames, kind="stable")
+        flags = np.empty(self.counts.shape, dtype=object)
+        flags[order] = series_flags(self.counts[order])
+        return flags
 
     def rows(self) -> Iterator[tuple[int, int, int, float, str]]:
         """(frame, chamber, count, estimate, flag) per frame and chamber, in frame order."""
@@ -116,30 +136,47 @@ class CountingPath(nn.Module):
     def __init__(self, model: TwinVAE, domain: str = "natural") -> None:
         super().__init__()
         self.convs = _encoder_convs(model, domain)
+        self.logvar = _linear_copy(model.logvar[0])  # for the latent spread only
+        self.logvar_max = float(model.config.logvar_max)
         shared = model.shared_encoder[0]
         w = shared.weight.detach()  # (512, 256, 5, 5) -> (512, 5*5*256), NHWC order
         self.register_buffer("shared_weight", w.permute(0, 2, 3, 1).reshape(w.shape[0], -1).clone())
         self.register_buffer("shared_bias", shared.bias.detach().clone())
         linears = [model.mu[0], *[m for m in model.regressor if isinstance(m, nn.Linear)]]
-        self.linears = nn.ModuleList()
-        for layer in linears:
-            copy = nn.Linear(layer.in_features, layer.out_features, device=layer.weight.device)
-            copy.load_state_dict(layer.state_dict())
-            self.linears.append(copy)
+        self.linears = nn.ModuleList(_linear_copy(layer) for layer in linears)
         self.slope = float(model.config.leaky_slope)
         self.requires_grad_(False)
         self.eval()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Images (B, 1, 128, 128) in [0, 1] -> count estimates (B,)."""
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, 1, 128, 128) in [0, 1] -> the shared encoder's output (B, 512)."""
         x = x.contiguous(memory_format=torch.channels_last)
         for conv in self.convs:
             x = F.leaky_relu_(conv(x), self.slope)
         h = x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)  # a view: NHWC memory is (B, 5, 5, 256)
-        h = F.leaky_relu_(F.linear(h, self.shared_weight, self.shared_bias), self.slope)
+        return F.leaky_relu_(F.linear(h, self.shared_weight, self.shared_bias), self.slope)
+
+    def regress(self, h: torch.Tensor) -> torch.Tensor:
+        """Shared features (..., 512) -> count estimates (...) through mu and the regressor."""
         for layer in self.linears:  # mu, then the regressor (no activations between them)
             h = layer(h)
         return h.squeeze(-1)
+
+    def latent_spread(self, h: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """The standard deviation (B,) of the regressor's estimate over latent codes drawn from
+        the posterior N(mu, exp(logvar)) of shared features ``h`` (B, 512): ``mu + noise * std``
+        for each row of ``noise`` (samples, latent_dim), the same rows for every image, so that
+        an image's number does not depend on the batch it came in."""
+        mu = self.linears[0](h)
+        std = torch.exp(0.5 * self.logvar(h).clamp(max=self.logvar_max))
+        z = mu + noise.to(mu)[:, None, :] * std
+        for layer in self.linears[1:]:
+            z = layer(z)
+        return z.squeeze(-1).std(dim=0, unbiased=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, 1, 128, 128) in [0, 1] -> count estimates (B,)."""
+        return self.regress(self.features(x))
 
 
 class DensityPath(nn.Module):
@@ -178,6 +215,12 @@ def counting_path(model: TwinVAE, domain: str = "natural") -> nn.Module:
     return CountingPath(model, domain)
 
 
+def _linear_copy(layer: nn.Linear) -> nn.Linear:
+    twin = nn.Linear(layer.in_features, layer.out_features, device=layer.weight.device)
+    twin.load_state_dict(layer.state_dict())
+    return twin
+
+
 def _encoder_convs(model: TwinVAE, domain: str, depth: int = 4) -> nn.ModuleList:
     """channels_last copies of the first ``depth`` convolutions of a twin's outer encoder."""
     if domain not in DOMAINS:
@@ -202,15 +245,60 @@ def _check_views(views: int) -> int:
     return int(views)
 
 
-def averaged_count(path: nn.Module, images: torch.Tensor, views: int) -> torch.Tensor:
-    """The mean of ``path``'s estimates over the first ``views`` orientations of each image."""
-    total = None
+def orientations(images: torch.Tensor, views: int) -> Iterator[torch.Tensor]:
+    """The first ``views`` orientations of images (B, 1, H, W), the images as they are first."""
     for transpose in (False, True)[: 1 + (views == 8)]:
         base = images.transpose(-2, -1) if transpose else images
         for dims in ((), (-1,), (-2,), (-2, -1))[: min(views, 4)]:
-            estimate = path(base.flip(dims) if dims else base).float()
-            total = estimate if total is None else total + estimate
+            yield base.flip(dims) if dims else base
+
+
+def averaged_count(path: nn.Module, images: torch.Tensor, views: int) -> torch.Tensor:
+    """The mean of ``path``'s estimates over the first ``views`` orientations of each image."""
+    total = None
+    for oriented in orientations(images, views):
+        estimate = path(oriented).float()
+        total = estimate if total is None else total + estimate
     return total / views
+
+
+def latent_noise(path: nn.Module, samples: int = LATENT_SAMPLES, seed: int = 0) -> torch.Tensor:
+    """Seeded standard normal draws (samples, latent_dim) for :meth:`CountingPath.latent_spread`
+    (an empty tensor for a path without a latent code)."""
+    if not isinstance(path, CountingPath):
+        return torch.zeros(0)
+    generator = torch.Generator().manual_seed(int(seed))
+    return torch.randn(samples, path.linears[0].out_features, generator=generator)
+
+
+def spread_count(
+    path: nn.Module, images: torch.Tensor, views: int, noise: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`averaged_count` (the same numbers) and, per image, the signals of its uncertainty
+    (B, 3): the spread of the estimate over the views, over latent codes (the regressor's path,
+    first view; ``noise`` from :func:`latent_noise`) and |peaks - sum| of the density map
+    (density head; first view). Costs the views' passes plus a few small matrix products."""
+    signals = torch.zeros(images.shape[0], 3, device=images.device)
+    total, squares = None, None
+    for i, oriented in enumerate(orientations(images, views)):
+        if i == 0 and isinstance(path, CountingPath):
+            h = path.features(oriented)
+            estimate = path.regress(h).float()
+            if noise is None:
+                noise = latent_noise(path)
+            signals[:, 1] = path.latent_spread(h, noise).float()
+        elif i == 0 and isinstance(path, DensityPath):
+            maps = path.maps(oriented)
+            estimate = path.head.count(maps).float()
+            peaks = peak_counts(find_peaks(maps), images.shape[0])
+            signals[:, 2] = (torch.from_numpy(peaks).to(estimate) - estimate).abs()
+        else:
+            estimate = path(oriented).float()
+        total = estimate if total is None else total + estimate
+        squares = estimate**2 if squares is None else squares + estimate**2
+    mean = total / views
+    signals[:, 0] = (squares / views - mean**2).clamp_min(0.0).sqrt()
+    return mean, signals
 
 
 # -- inputs ----------------------------------------------------------------------------------
@@ -289,6 +377,9 @@ def iter_count(
     domain: str = "natural",
     views: int = DEFAULT_VIEWS,
     cells: bool = False,
+    uncertainty: bool = True,
+    calibration: Calibration | None = None,
+    seed: int = 0,
 ) -> Generator[CountProgress, None, CountResult]:
     """Count the cells of every chamber in every frame, one batch at a time.
 
@@ -299,6 +390,10 @@ def iter_count(
     ``views``: orientations of each chamber averaged (:data:`VIEWS`), one network pass each.
     ``cells``: also find the cells, the peaks of the density map of each chamber as it is (one
     more pass; a model with a density head only).
+    ``uncertainty``: also say how likely each rounded count is wrong (``result.uncertainty``,
+    core.uncertainty), from signals taken in the same passes; ``calibration`` maps them to the
+    probability (default: the checkpoint's own, else the shipped one); ``seed`` seeds the latent
+    samples, so the same call gives the same numbers.
     Yields :class:`CountProgress` after each batch (closing the generator stops between batches);
     returns a :class:`CountResult`.
     """
@@ -319,6 +414,8 @@ def iter_count(
     total = stack.shape[0] if indices is None else len(indices)
     n_chambers = len(boxes)
     estimates = np.empty((total, n_chambers), dtype=np.float32)
+    signals = np.zeros((total, n_chambers, 3), dtype=np.float32) if uncertainty else None
+    noise = latent_noise(path, seed=seed) if uncertainty else None
     yield CountProgress(0, total)
     started = time.perf_counter()
     for start, stop, part in _frame_batches(stack, indices, n_chambers, batch_size):
@@ -326,18 +423,26 @@ def iter_count(
         crops = _crops(part, boxes, ckpt.normalization, numbers)
         images = torch.from_numpy(crops.reshape(-1, 1, IMAGE_SIZE, IMAGE_SIZE))
         out = np.empty(len(images), dtype=np.float32)
+        spread = np.empty((len(images), 3), dtype=np.float32)
         # Inference mode per batch, not around the yields: the caller's code between two
         # batches runs in the same thread and must keep its own autograd state.
         with torch.inference_mode():
             for i in range(0, len(images), batch_size):  # many chambers: split a frame's crops
                 chunk = images[i : i + batch_size].to(target, non_blocking=True)
-                out[i : i + batch_size] = averaged_count(path, chunk, views).cpu().numpy()
+                if uncertainty:
+                    mean, sig = spread_count(path, chunk, views, noise)
+                    out[i : i + batch_size] = mean.cpu().numpy()
+                    spread[i : i + batch_size] = sig.cpu().numpy()
+                else:
+                    out[i : i + batch_size] = averaged_count(path, chunk, views).cpu().numpy()
                 if cells:
                     peaks = find_peaks(path.maps(chunk))
                     crop = i + peaks.image  # crop number within this batch of frames
                     row = np.asarray(numbers)[crop // n_chambers]
                     found.append(_in_frame(row, crop % n_chambers, peaks.yx, boxes))
         estimates[start:stop] = out.reshape(stop - start, n_chambers)
+        if signals is not None:
+            signals[start:stop] = spread.reshape(stop - start, n_chambers, 3)
         yield CountProgress(stop, total)
     frame_numbers = np.arange(total, dtype=np.int64) if indices is None else indices.copy()
     return CountResult(
@@ -347,6 +452,10 @@ def iter_count(
         regions=list(boxes),
         elapsed_s=time.perf_counter() - started,
         cells=np.concatenate(found) if found else (np.zeros((0, 4)) if cells else None),
+        uncertainty=None
+        if signals is None
+        else probability_wrong(estimates, signals, calibration or calibration_of(ckpt.summary)),
+        signals=signals,
     )
 
 
@@ -370,6 +479,9 @@ def count(
     domain: str = "natural",
     views: int = DEFAULT_VIEWS,
     cells: bool = False,
+    uncertainty: bool = True,
+    calibration: Calibration | None = None,
+    seed: int = 0,
 ) -> CountResult:
     """:func:`iter_count` run to the end."""
     return drain(
@@ -383,6 +495,9 @@ def count(
             domain=domain,
             views=views,
             cells=cells,
+            uncertainty=uncertainty,
+            calibration=calibration,
+            seed=seed,
         )
     )
 
@@ -405,8 +520,10 @@ def write_counts_csv(
     results: CountResult | Sequence[CountResult],
     files: Sequence[str] | None = None,
 ) -> Path:
-    """``frame,chamber,count,estimate,flag`` rows, atomically; with ``files``, a leading ``file``
-    column. ``flag`` marks counts outside the 0..30 cells the model counts (``"above 30"``)."""
+    """``frame,chamber,count,estimate,flag,uncertainty,series_flag`` rows, atomically; with
+    ``files``, a leading ``file`` column. ``flag`` marks counts outside the 0..30 cells the model
+    counts (``"above 30"``); ``uncertainty`` is the probability that the count is wrong (empty
+    when not computed); ``series_flag`` marks counts that break the growth series."""
     many = [results] if isinstance(results, CountResult) else list(results)
     if files is not None and len(files) != len(many):
         raise ValueError(f"{len(many)} results but {len(files)} file names")
@@ -416,8 +533,13 @@ def write_counts_csv(
         writer.writerow(columns)
         for number, result in enumerate(many):
             lead = (files[number],) if files is not None else ()
-            for frame, chamber, n, estimate, flag in result.rows():
-                writer.writerow((*lead, frame, chamber, n, f"{estimate:.4f}", flag))
+            doubt = result.uncertainty
+            series = result.series_flags.reshape(-1)
+            for i, (frame, chamber, n, estimate, flag) in enumerate(result.rows()):
+                sure = "" if doubt is None else f"{float(doubt[i // doubt.shape[1], chamber]):.3f}"
+                writer.writerow(
+                    (*lead, frame, chamber, n, f"{estimate:.4f}", flag, sure, series[i])
+                )
     return Path(path)
 
 

@@ -1,0 +1,329 @@
+"""Which counts to trust, which frames of a growth series break it, and which frame to label next.
+
+Every count comes with signals the model already has (:func:`core.predict.spread_count`):
+
+- ``views``: the spread (standard deviation) of the estimate over the orientations a count
+  averages; a chamber the network reads differently when turned is one it does not read well;
+- ``latent``: the spread of the regressor's estimate over samples of the latent code drawn from
+  the VAE's own posterior (mu, sigma), a cheap measure of what the encoder is unsure about;
+- ``peaks``: for a density head, how far the number of peaks (cells found) lies from the map's
+  sum (the count);
+
+and two that need no extra pass: how close the estimate lies to a rounding boundary (2.49 rounds
+to 2 as easily as 2.51 to 3) and the size of the count (dense chambers are miscounted more often).
+A logistic fit (:class:`Calibration`) turns them into one number per frame and chamber, the
+probability that the rounded count is wrong. The shipped fit (:data:`DEFAULT_CALIBRATION`) was made
+on synthetic images with the default model (``bench/eval_uncertainty.py --fit``); on your own
+labeled frames :func:`fit_calibration` makes one for your microscope.
+
+:func:`series_flags` reads a growth series, where counts change one cell at a time, and marks the
+frames that depart from their neighbours; it never changes a count. :func:`label_next` ranks the
+unlabeled frames worth labeling: uncertain, and spread over the series.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+from collections.abc import Iterable
+
+import numpy as np
+
+SIGNALS = ("boundary", "views", "latent", "peaks", "size")
+"""The calibration's inputs, in order (:func:`features`)."""
+
+LATENT_SAMPLES = 8
+"""Samples of the latent code per chamber: the regressor is a small MLP, so 8 samples of one
+orientation cost about a hundredth of the counting pass."""
+
+_FLOOR = 0.02  # cells: spreads and distances below this are all "certain" alike
+
+
+@dataclasses.dataclass(frozen=True)
+class Calibration:
+    """A logistic map from :func:`features` to the chance that the rounded count is wrong.
+
+    ``mean`` and ``scale`` standardise each feature; ``weights`` and ``bias`` act on the
+    standardised ones. JSON-able (:meth:`to_dict`), so it can be stored beside a model.
+    """
+
+    weights: tuple[float, ...]
+    bias: float
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    source: str = ""
+
+    def probability(self, feats: np.ndarray) -> np.ndarray:
+        """Features (..., len(SIGNALS)) -> P(rounded count is wrong), same leading shape."""
+        z = (np.asarray(feats, dtype=np.float64) - self.mean) / self.scale
+        return _sigmoid(z @ np.asarray(self.weights) + self.bias)
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "signals": list(SIGNALS)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Calibration:
+        if list(data.get("signals", SIGNALS)) != list(SIGNALS):
+            raise ValueError(f"a calibration of other signals: {data.get('signals')}")
+        return cls(
+            tuple(map(float, data["weights"])),
+            float(data["bias"]),
+            tuple(map(float, data["mean"])),
+            tuple(map(float, data["scale"])),
+            str(data.get("source", "")),
+        )
+
+
+DEFAULT_CALIBRATION = Calibration(
+    weights=(-0.1672, 0.5823, 0.1397, 0.0, 0.5084),
+    bias=-0.1755,
+    mean=(-1.4758, -1.1834, -2.7461, 0.0, 2.4552),
+    scale=(0.7373, 0.5563, 0.2163, 1.0, 0.7695),
+    source="default model, 4000 synthetic images (seed 11, clean and hardened)",
+)
+"""Fitted by ``bench/eval_uncertainty.py --fit`` (its printout, rounded): the default model on
+1,000 clean and 1,000 hardened synthetic images per preset. It has never seen a density head's
+peaks (weight 0); fit one on labeled frames for such a model (:func:`fit_calibration`)."""
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def features(estimates: np.ndarray, signals: np.ndarray) -> np.ndarray:
+    """Estimates (...) and their signals (..., 3: views, latent, peaks) -> (..., 5) features.
+
+    Logarithms, so that the logistic fit can weigh a spread against the distance to the rounding
+    boundary as a ratio (a wrong rounding is likely when the spread reaches the boundary).
+    """
+    est = np.nan_to_num(np.asarray(estimates, dtype=np.float64), nan=0.0, posinf=99, neginf=-99)
+    sig = np.nan_to_num(np.asarray(signals, dtype=np.float64), nan=0.0)
+    distance = 0.5 - np.abs(est - np.floor(est + 0.5))  # to the nearest x.5, in [0, 0.5]
+    return np.stack(
+        [
+            np.log(distance + _FLOOR),
+            np.log(sig[..., 0] + _FLOOR),
+            np.log(sig[..., 1] + _FLOOR),
+            np.log1p(sig[..., 2]),
+            np.log1p(np.clip(est, 0.0, None)),
+        ],
+        axis=-1,
+    )
+
+
+def fit_calibration(
+    feats: np.ndarray, wrong: np.ndarray, l2: float = 1.0, source: str = ""
+) -> Calibration:
+    """Logistic regression of ``wrong`` (0/1 per count) on ``feats`` (n, 5) by Newton's method,
+    with an L2 penalty on the standardised weights (a constant feature gets weight 0)."""
+    x = np.asarray(feats, dtype=np.float64).reshape(-1, len(SIGNALS))
+    y = np.asarray(wrong, dtype=np.float64).reshape(-1)
+    if x.shape[0] != y.size or y.size == 0:
+        raise ValueError(f"{x.shape[0]} feature rows but {y.size} outcomes")
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale[scale < 1e-9] = 1.0
+    z = np.column_stack([(x - mean) / scale, np.ones(len(x))])
+    share = np.clip(y.mean(), 1e-3, 1 - 1e-3)
+    beta = np.zeros(z.shape[1])
+    beta[-1] = np.log(share / (1 - share))
+    penalty = np.full(z.shape[1], float(l2))
+    penalty[-1] = 0.0
+    for _ in range(50):
+        p = _sigmoid(z @ beta)
+        gradient = z.T @ (p - y) + penalty * beta
+        hessian = (z * (p * (1 - p))[:, None]).T @ z + np.diag(penalty) + 1e-9 * np.eye(len(beta))
+        step = np.linalg.solve(hessian, gradient)
+        beta -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return Calibration(
+        tuple(beta[:-1].tolist()), float(beta[-1]), tuple(mean.tolist()), tuple(scale.tolist()),
+        source,
+    )  # fmt: skip
+
+
+def calibration_of(summary: dict | None) -> Calibration:
+    """The calibration stored in a checkpoint's summary (``"uncertainty"``), else the default."""
+    stored = (summary or {}).get("uncertainty")
+    return Calibration.from_dict(stored) if stored else DEFAULT_CALIBRATION
+
+
+def probability_wrong(
+    estimates: np.ndarray, signals: np.ndarray, calibration: Calibration | None = None
+) -> np.ndarray:
+    """The calibrated uncertainty: P(rounded count is wrong) per estimate, float32."""
+    cal = calibration if calibration is not None else DEFAULT_CALIBRATION
+    return cal.probability(features(estimates, signals)).astype(np.float32)
+
+
+def calibration_curve(
+    probability: np.ndarray, wrong: np.ndarray, bins: int = 10
+) -> list[tuple[float, float, int]]:
+    """(mean predicted, observed share wrong, counts) per bin of predicted probability."""
+    p = np.asarray(probability, dtype=np.float64).reshape(-1)
+    y = np.asarray(wrong, dtype=np.float64).reshape(-1)
+    which = np.minimum((p * bins).astype(np.int64), bins - 1)
+    return [
+        (float(p[which == b].mean()), float(y[which == b].mean()), int((which == b).sum()))
+        for b in range(bins)
+        if (which == b).any()
+    ]
+
+
+def top_error_share(uncertainty: np.ndarray, wrong: np.ndarray, top: float = 0.1) -> float:
+    """The share of all wrong counts that the ``top`` most uncertain counts hold (NaN if none
+    is wrong). Chance is ``top``; the best possible is ``min(1, top / error rate)``."""
+    u = np.asarray(uncertainty, dtype=np.float64).reshape(-1)
+    y = np.asarray(wrong, dtype=bool).reshape(-1)
+    if not y.any():
+        return float("nan")
+    k = max(1, int(round(top * u.size)))
+    order = np.argsort(-u, kind="stable")[:k]
+    return float(y[order].sum() / y.sum())
+
+
+# -- time series ------------------------------------------------------------------------------
+JUMP = "jump"  # the count leaves the level of the frames on both sides and comes back
+DROP = "drop"  # the count falls by several cells from one frame to the next
+
+SERIES_WINDOW = 5
+"""Frames looked at on each side by :func:`series_flags`."""
+
+
+def series_flags(counts: np.ndarray, window: int = SERIES_WINDOW, step: int = 2) -> np.ndarray:
+    """Frames of a growth series whose count departs from its neighbours, per chamber.
+
+    ``counts`` (T, R) or (T,) in frame order. In a growth series counts change slowly and mostly
+    upwards, so a count below the highest of the ``window`` frames before it and below the
+    highest of the ``window`` frames after it (a dip that comes back), or above every count
+    around it (a bump that comes back), is a ``"jump"``; a fall of ``step`` cells or more from
+    the frame before is a ``"drop"`` (cells divide, die or leave one at a time). Returns (T, R)
+    strings (the shape of ``counts``), ``""`` for most. A second signal beside the uncertainty:
+    the counts themselves are left as they are.
+    """
+    c = np.asarray(counts, dtype=np.int64)
+    flat = c.ndim == 1
+    c = c[:, None] if flat else c
+    flags = np.full(c.shape, "", dtype=object)
+    for t in range(c.shape[0]):
+        before = c[max(0, t - window) : t]
+        after = c[t + 1 : t + 1 + window]
+        if not len(before) or not len(after):
+            continue
+        high_before, high_after = before.max(axis=0), after.max(axis=0)
+        dip = (c[t] < high_before) & (c[t] < high_after)
+        bump = (c[t] > high_before) & (c[t] > high_after)
+        flags[t, dip | bump] = JUMP
+    if c.shape[0] > 1:
+        falls = np.diff(c, axis=0) <= -step
+        flags[1:][falls] = DROP
+    return flags[:, 0] if flat else flags
+
+
+# -- what to label next -----------------------------------------------------------------------
+def label_next(
+    uncertainty: np.ndarray,
+    labeled: Iterable[int] = (),
+    n: int = 10,
+    spacing: float | None = None,
+) -> np.ndarray:
+    """Up to ``n`` unlabeled frames to label next, best first.
+
+    ``uncertainty``: (T,) or (T, R) per frame (and chamber); a frame is labeled whole, so its
+    most uncertain chamber counts. Each pick is the most uncertain frame after a discount for
+    frames near one already labeled or picked, ``1 - exp(-distance / spacing)``, so the picks
+    spread over the series instead of ten neighbours of one bad frame. ``spacing`` (frames)
+    defaults to the gap between the frames if all of them, labeled and picked, were spread
+    evenly.
+    """
+    u = np.asarray(uncertainty, dtype=np.float64)
+    per_frame = u.max(axis=1) if u.ndim == 2 else u.reshape(-1)
+    per_frame = np.where(np.isfinite(per_frame), per_frame, -np.inf)
+    total = per_frame.size
+    taken = sorted({int(f) for f in labeled if 0 <= int(f) < total})
+    space = spacing if spacing is not None else max(1.0, total / (len(taken) + n))
+    frames = np.arange(total)
+    distance = np.full(total, np.inf)
+    for f in taken:
+        distance = np.minimum(distance, np.abs(frames - f))
+    free = np.ones(total, dtype=bool)
+    free[taken] = False
+    picks: list[int] = []
+    while len(picks) < n and free.any():
+        discount = np.where(np.isinf(distance), 1.0, 1.0 - np.exp(-distance / space))
+        score = np.where(free, per_frame * discount, -np.inf)
+        best = int(np.argmax(score))
+        if not np.isfinite(score[best]) and per_frame[best] == -np.inf:
+            break
+        picks.append(best)
+        free[best] = False
+        distance = np.minimum(distance, np.abs(frames - best))
+    return np.asarray(picks, dtype=np.int64)
+
+
+def check_order(
+    uncertainty: np.ndarray, flags: np.ndarray | None = None, threshold: float = 0.5
+) -> list[tuple[int, int]]:
+    """(row, chamber) of the counts to check, most doubtful first: those flagged by the series
+    checks or with an uncertainty of at least ``threshold``, sorted by uncertainty (a flag adds
+    one, so flagged counts come first)."""
+    u = np.nan_to_num(np.asarray(uncertainty, dtype=np.float64), nan=0.0)
+    u = u[:, None] if u.ndim == 1 else u
+    flagged = np.zeros(u.shape, dtype=bool) if flags is None else np.asarray(flags != "")
+    flagged = flagged.reshape(u.shape)
+    score = u + flagged
+    rows, chambers = np.nonzero((u >= threshold) | flagged)
+    order = np.argsort(-score[rows, chambers], kind="stable")
+    return [(int(rows[i]), int(chambers[i])) for i in order]
+
+
+# -- counts tables ----------------------------------------------------------------------------
+@dataclasses.dataclass
+class CountTable:
+    """A counts CSV as read back: one entry per row. ``uncertainty`` is NaN and ``series_flag``
+    empty where the file has no such column (CSVs written before they existed)."""
+
+    frames: np.ndarray
+    chambers: np.ndarray
+    counts: np.ndarray
+    estimates: np.ndarray
+    uncertainty: np.ndarray
+    series_flag: np.ndarray
+    files: np.ndarray | None = None
+
+
+def read_counts_csv(path: str | os.PathLike) -> CountTable:
+    """A ``count`` CSV (``frame,chamber,count,estimate,...``), with or without the later columns
+    (``uncertainty``, ``series_flag``) and the ``file`` column. Bad files raise one-line errors."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            columns = reader.fieldnames or []
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: cannot read it ({err})") from None
+    missing = [c for c in ("frame", "count") if c not in columns]
+    if missing:
+        raise ValueError(f"{path}: not a counts CSV, no column {', '.join(missing)}")
+
+    def column(name: str, kind, default):
+        out = []
+        for i, row in enumerate(rows, start=2):
+            text = (row.get(name) or "").strip()
+            try:
+                out.append(kind(text) if text else default)
+            except ValueError:
+                raise ValueError(f"{path}: line {i}: {name} {text!r} is not a number") from None
+        return out
+
+    return CountTable(
+        frames=np.asarray(column("frame", int, 0), dtype=np.int64),
+        chambers=np.asarray(column("chamber", int, 0), dtype=np.int64),
+        counts=np.asarray(column("count", int, 0), dtype=np.int64),
+        estimates=np.asarray(column("estimate", float, np.nan), dtype=np.float32),
+        uncertainty=np.asarray(column("uncertainty", float, np.nan), dtype=np.float32),
+        series_flag=np.asarray([r.get("series_flag") or "" for r in rows], dtype=object),
+        files=np.asarray([r["file"] for r in rows], dtype=object) if "file" in columns else None,
+    )
