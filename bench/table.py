@@ -129,6 +129,50 @@ def rows_for(data: Path | None) -> list[tuple[str, str, str]]:
                         shown(cmd),
                     )
                 )
+        rows += uncertainty_rows(data)
+    return rows
+
+
+def uncertainty_rows(data: Path) -> list[tuple[str, str, str]]:
+    """bench/eval_uncertainty.py: the wrong counts among the most uncertain, and label next."""
+    r = run(["bench/eval_uncertainty.py", "--data", str(data)])
+    cmd = shown(["bench/eval_uncertainty.py", "--data", "DATA"])
+    rows = []
+    for name, s in r["sets"].items():
+        rows.append(
+            (
+                f"Uncertainty, `{name}`: wrong counts among the 10 % most uncertain",
+                (
+                    f"{s['top10_error_share']:.1%} of them (chance 10 %, at most "
+                    f"{s['ceiling']:.1%} with {s['error_rate']:.0%} wrong)"
+                ),
+                cmd,
+            )
+        )
+    for share, ways in r.get("label_next", {}).items():
+        nxt, rnd = ways["label_next"], ways["random"]
+        rows.append(
+            (
+                f"Label next on `usiigaci_phc`, {float(share):.0%} of the source images labeled",
+                (
+                    f"MAE {nxt['mae']:.2f} ± {nxt['mae_sd']:.2f} against {rnd['mae']:.2f} ± "
+                    f"{rnd['mae_sd']:.2f} for random frames ({r['transfer_minutes']:g} min "
+                    "transfers)"
+                ),
+                cmd,
+            )
+        )
+    s = r["series_flags"]
+    rows.append(
+        (
+            "Growth-series flags, six sample series",
+            (
+                f"catch {s['caught_share']:.0%} of the wrong counts, flag "
+                f"{s['flagged_share']:.1%} of the frames"
+            ),
+            cmd,
+        )
+    )
     return rows
 
 
