@@ -87,6 +87,19 @@ def test_regions_from_napari_shapes_and_their_csv(tmp_path):
         read_regions_csv(tmp_path / "bad.csv")
 
 
+def test_a_rotated_rectangle_is_refused_not_replaced_by_its_bounding_box():
+    # napari stores a rectangle rotated by 30 degrees as its four turned corners
+    centre, half = np.array([64.0, 64.0]), np.array([[-20, -30], [-20, 30], [20, 30], [20, -30]])
+    turn = np.radians(30)
+    rotation = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
+    corners = centre + half @ rotation.T
+    with pytest.raises(ValueError, match="rotated by 30 degrees"):
+        regions_from_shapes([corners], ["rectangle"])
+    # a corner dragged off by a fraction of a pixel is still upright
+    upright = np.array([[10, 20], [10.3, 60], [50, 60], [50, 20]], dtype=float)
+    assert regions_from_shapes([upright], ["rectangle"]) == [(10, 20, 50, 60)]
+
+
 def test_chunked_crops_report_progress_and_equal_the_whole():
     from napari_twinvae.core.chambers import iter_chamber_crops
     from napari_twinvae.core.jobs import drain

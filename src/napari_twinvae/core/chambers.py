@@ -53,6 +53,19 @@ def as_frames(data) -> np.ndarray:
 
 
 # -- regions -------------------------------------------------------------------------------
+def _rotation_degrees(ys: np.ndarray, xs: np.ndarray) -> float:
+    """How far a rectangle is turned from upright, in degrees: 0 when every vertex lies on a
+    side of its bounding box (within a pixel or 2 % of the side, a hand-dragged vertex),
+    else the turn of its first edge from the nearest image axis."""
+    tolerance = max(1.0, 0.02 * max(np.ptp(ys), np.ptp(xs)))
+    on_side = np.minimum(np.abs(ys - ys.min()), np.abs(ys - ys.max())) <= tolerance
+    on_side &= np.minimum(np.abs(xs - xs.min()), np.abs(xs - xs.max())) <= tolerance
+    if on_side.all():
+        return 0.0
+    angle = np.degrees(np.arctan2(ys[1] - ys[0], xs[1] - xs[0])) % 90.0
+    return float(min(angle, 90.0 - angle))
+
+
 def regions_from_shapes(
     shapes: Sequence[np.ndarray], shape_types: Sequence[str] | None = None
 ) -> list[Region]:
@@ -60,6 +73,8 @@ def regions_from_shapes(
 
     Each shape's last two vertex columns are (y, x); the region is the bounding box of its
     vertices, so a rectangle drawn on any frame of a stack marks the chamber in every frame.
+    A rotated rectangle is refused: its bounding box would take in the frame around the
+    chamber (a neighbouring chamber's cells among them).
     """
     if shape_types is not None:
         others = sorted({t for t in shape_types if t != "rectangle"})
@@ -73,6 +88,12 @@ def regions_from_shapes(
         if v.ndim != 2 or v.shape[1] < 2 or len(v) == 0:
             raise ValueError(f"a shape needs rows of (..., y, x) vertices, got shape {v.shape}")
         ys, xs = v[:, -2], v[:, -1]
+        turn = _rotation_degrees(ys, xs)
+        if turn > 0:
+            raise ValueError(
+                f"chamber rectangle {len(regions) + 1} is rotated by {turn:.0f} degrees; chambers "
+                "must be drawn upright (rotate the image so the chambers stand straight)"
+            )
         regions.append(
             (
                 int(np.floor(ys.min() + 0.5)),
