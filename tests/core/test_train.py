@@ -88,6 +88,7 @@ def test_config_round_trips_through_json():
         ({"preset": "dic"}, "preset"),
         ({"schedule": "linear"}, "schedule"),
         ({"dropout": 1.0}, "dropout"),
+        ({"seed": -1}, "seed"),
         ({"init": "/models/a.pt", "freeze": "counting", "decoder": False}, "decoders"),
     ],
 )

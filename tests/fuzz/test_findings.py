@@ -96,7 +96,7 @@ def test_a_negative_seed_is_refused_before_training(fuzz_files, tmp_path):
     argv = ["train", fuzz_files / "stack.tif", "--labels", fuzz_files / "labels.csv"]
     argv += ["--out", tmp_path / "m.pt", "--init", fuzz_files / "model.pt", "--seed", "-1"]
     run = run_cli(argv)
-    assert run.err == ["napari-twinvae: error: --seed must not be negative, got -1"]
+    assert run.err == ["napari-twinvae: error: seed must lie in 0..2**32-1, got -1"]
 
 
 def test_synth_refuses_zero_images(tmp_path):

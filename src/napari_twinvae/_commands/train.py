@@ -135,8 +135,6 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.out}: is a folder; give the model file's name")
     # the start model (--init) may be replaced by its own continuation; the data may not
     refuse_overwriting_inputs(args.out, [args.images, args.labels, args.rois])
-    if args.seed < 0:  # numpy's generators take none; said now, not after the first epoch
-        raise UsageError(f"--seed must not be negative, got {args.seed}")
     config = TrainConfig(
         init=args.init,
         freeze=args.freeze,

@@ -123,6 +123,8 @@ class TrainConfig(JsonConfig):
             raise ValueError(f"validation_share must lie in 0..0.5, got {self.validation_share}")
         if self.regressor_delay < 0:
             raise ValueError("regressor_delay must not be negative")
+        if not 0 <= self.seed < 2**32:  # numpy's generators take no other; said before any epoch
+            raise ValueError(f"seed must lie in 0..2**32-1, got {self.seed}")
 
     @property
     def from_scratch(self) -> bool:
