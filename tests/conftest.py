@@ -18,3 +18,10 @@ def train_config():
     """``train_config(**changes)``: a ``TrainConfig`` for a short run of the tiny network, pinned
     to the CPU whatever devices torch sees."""
     return tiny_train_config
+
+
+@pytest.fixture
+def hold_out_few(monkeypatch):
+    """Runs on a handful of labeled frames hold some out, as a large labeled set would; the
+    real minimum (``core.validation.MIN_HELD_OUT``) is larger than a test's whole set."""
+    monkeypatch.setattr("napari_twinvae.core.validation.MIN_HELD_OUT", 1)

@@ -55,6 +55,7 @@ def _train(files, tmp_path, *extra):
     ]
 
 
+@pytest.mark.usefixtures("hold_out_few")
 def test_train_writes_a_model_and_ends_with_json(files, tmp_path, capsys):
     args = _train(files, tmp_path, "--freeze", "core", "--seed", "2", "--schedule", "cosine")
     assert main(args) == 0

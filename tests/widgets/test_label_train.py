@@ -228,6 +228,7 @@ def _train_dock(dock_on, epochs, n=7):
     return viewer, dock
 
 
+@pytest.mark.usefixtures("hold_out_few")
 def test_training_one_epoch_in_the_worker_saves_a_model(
     dock_on, qtbot, tmp_path, monkeypatch, watch, small_network
 ):

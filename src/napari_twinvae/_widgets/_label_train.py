@@ -51,6 +51,7 @@ from napari_twinvae.core.io import CheckpointError, default_model_path
 from napari_twinvae.core.synthetic import PRESETS
 from napari_twinvae.core.train import TrainConfig, Training, TrainProgress
 from napari_twinvae.core.trainset import check_labels, iter_natural_set, load_start
+from napari_twinvae.core.validation import HELD_OUT_NOTE
 
 if TYPE_CHECKING:
     import napari
@@ -302,7 +303,7 @@ class LabelTrainDock(Container):
         if report.epoch_end:
             validation = report.validation or {}
             if report.epoch == 0:
-                self.plot.clear("" if validation else "no validation: fewer than 5 labeled frames")
+                self.plot.clear("" if validation else f"no validation: {HELD_OUT_NOTE}")
             self.plot.add_epoch(report.epoch, report.losses, validation.get("accuracy"))
         self.status.value = describe(report)
         # last: napari's progress bar and notifications may process pending events (even the

@@ -26,7 +26,13 @@ from napari_twinvae.core.model import DOMAINS, TwinVAE
 from napari_twinvae.core.precision import mixed_precision
 from napari_twinvae.core.train import TrainConfig, TrainProgress, TrainResult, learning_rate_at
 from napari_twinvae.core.trainset import StartModel
-from napari_twinvae.core.validation import BestModel, measure, no_metrics, validation_split
+from napari_twinvae.core.validation import (
+    HELD_OUT_NOTE,
+    BestModel,
+    measure,
+    no_metrics,
+    validation_split,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +96,7 @@ class Run:
         if self.validation.size:
             self.selection = "validation accuracy (ties: lowest MAE)"
         else:
-            self.selection = "last epoch (too few labels to hold any out for validation)"
+            self.selection = f"last epoch ({HELD_OUT_NOTE})"
             self._say(
                 f"only {n_labeled} labeled frame(s): all of them train, none is held out, so the "
                 "model of the last epoch is kept and its metrics are on training labels"
