@@ -21,6 +21,7 @@ from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from napari_twinvae._widgets._annotation import PREDICTED_CELLS_ROLE
+from napari_twinvae._widgets._check import CheckList, center_on_chamber
 from napari_twinvae._widgets._growth import GrowthCurve
 from napari_twinvae._widgets._layers import (
     current_frame,
@@ -51,7 +52,7 @@ OWN_ROLES = (COUNT_ROLE, RECONSTRUCTION_ROLE, SYNTHETIC_VIEW_ROLE, PREDICTED_CEL
 DEFAULT_MODEL, MODEL_FILE = "default model", "model file"
 
 
-def _count_job(frames, model, regions, batch_size, device, views=DEFAULT_VIEWS):
+def count_job(frames, model, regions, batch_size, device, views=DEFAULT_VIEWS):
     """Worker body: load the checkpoint, count, return both (the views need the model). A model
     with a density head also finds the cells."""
     checkpoint = load_model(model, device=device)
@@ -108,6 +109,7 @@ class CountDock(Container):
         self._stop_button = PushButton(text="Stop", enabled=False)
         self._export_button = PushButton(text="Export CSV", enabled=False)
         self._status = Label(value="")
+        self._check = CheckList()
         self.extend(
             [
                 self._image,
@@ -123,6 +125,7 @@ class CountDock(Container):
                     labels=False,
                 ),
                 self._status,
+                self._check,
             ]
         )
         self._model_file.visible = self._model.value == MODEL_FILE
@@ -136,6 +139,7 @@ class CountDock(Container):
         self._stop_button.changed.connect(self._on_stop)
         self._export_button.changed.connect(self._on_export)
         self._plot.frame_clicked.connect(self._on_plot_clicked)
+        self._check.picked.connect(self._on_check_picked)
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
             event.connect(self.reset_choices)
         viewer.dims.events.current_step.connect(self._on_frame)
@@ -148,7 +152,8 @@ class CountDock(Container):
         self._model_file.value = Path(path)
 
     def export_csv(self, path) -> Path:
-        """Write the last count as ``frame,chamber,count,estimate``, atomically."""
+        """Write the last count as ``frame,chamber,count,estimate,flag,uncertainty,series_flag``
+        (core.predict.write_counts_csv), atomically."""
         if self._run is None:
             raise ValueError("count first: there is nothing to export yet")
         return _write_counts_csv(path, self._run.result)
@@ -197,7 +202,7 @@ class CountDock(Container):
         self._set_running(True)
         self._status.value = f"counting {image.name} ..."
         self._worker = start_worker(
-            _count_job,
+            count_job,
             frames,
             model,
             regions,
@@ -276,7 +281,7 @@ class CountDock(Container):
         frames = image.data[0] if image.multiscale else image.data
         self._count_layer(image, result)
         if result.cells is not None:
-            self._cells_layer(image, result)
+            show_cells(self._viewer, image, result)
         for role, decoder in ((RECONSTRUCTION_ROLE, "natural"), (SYNTHETIC_VIEW_ROLE, "synthetic")):
             view = ModelView(frames, checkpoint, regions, decoder)
             kwargs = {
@@ -289,7 +294,7 @@ class CountDock(Container):
             if find_owned(self._viewer, role, image) is None:
                 kwargs["visible"] = False  # shown on request; they would cover the frames
             update_or_add(self._viewer, view, kwargs, "image", role, image)
-        self._show_plot(result)
+        self._show_plot(result, doubtful=self._check.show_result(result))
         self._on_frame()
         n_frames, n_chambers = result.counts.shape
         rate = n_frames * n_chambers / max(result.elapsed_s, 1e-9)
@@ -330,33 +335,16 @@ class CountDock(Container):
         }
         update_or_add(self._viewer, rectangles, kwargs, "shapes", COUNT_ROLE, image)
 
-    def _cells_layer(self, image: Image, result) -> None:
-        """The density head's peaks as a Points layer over the image, frame by frame; Label &
-        train copies a frame's cells from it into the annotation for proofreading."""
-        columns = [0, 2, 3] if image.ndim == 3 else [2, 3]
-        kwargs = {
-            "name": f"{image.name} {PREDICTED_CELLS_ROLE}",
-            "ndim": image.ndim,
-            "size": float(np.clip(np.median(image.data.shape[-2:]) / 25, 3, 20)),
-            "face_color": "transparent",
-            "border_color": "#3ce0ff",
-            "border_width": 0.15,
-            "scale": tuple(image.scale),
-            "translate": tuple(image.translate),
-            "out_of_slice_display": False,
-        }
-        data = result.cells[:, columns].astype(float)
-        update_or_add(self._viewer, data, kwargs, "points", PREDICTED_CELLS_ROLE, image)
-
     # -- frames and the plot -------------------------------------------------------------------
-    def _show_plot(self, result) -> None:
+    def _show_plot(self, result, doubtful=None) -> None:
+        marks = {"flagged": result.flags != "", "doubtful": doubtful}
         try:
-            self._plot.set_counts(result.frames, result.counts, flagged=result.flags != "")
+            self._plot.set_counts(result.frames, result.counts, **marks)
             docked = self._plot_dock is not None and self._plot_dock.isVisible()
         except RuntimeError:  # the user closed the plot's dock: Qt deleted the widget
             self._plot = GrowthCurve()
             self._plot.frame_clicked.connect(self._on_plot_clicked)
-            self._plot.set_counts(result.frames, result.counts, flagged=result.flags != "")
+            self._plot.set_counts(result.frames, result.counts, **marks)
             self._plot_dock, docked = None, False
         if not docked:
             self._plot_dock = self._viewer.window.add_dock_widget(
@@ -383,6 +371,15 @@ class CountDock(Container):
         if self._run is not None:
             go_to_frame(self._viewer, self._run.frame_axis, frame)
 
+    def _on_check_picked(self, frame: int, chamber: int) -> None:
+        """A row of Check these frames: go to its frame and, among several, its chamber."""
+        if self._run is None:
+            return
+        go_to_frame(self._viewer, self._run.frame_axis, frame)
+        regions = self._run.result.regions
+        if len(regions) > 1:
+            center_on_chamber(self._viewer, self._run.image, regions[chamber])
+
     def _on_export(self) -> None:
         from qtpy.QtWidgets import QFileDialog
 
@@ -402,6 +399,25 @@ class CountDock(Container):
 
 
 # -- helpers ---------------------------------------------------------------------------------
+def show_cells(viewer, image: Image, result) -> None:
+    """The density head's peaks as a Points layer over the image, frame by frame; Label &
+    train copies a frame's cells from it into the annotation for proofreading."""
+    columns = [0, 2, 3] if image.ndim == 3 else [2, 3]
+    kwargs = {
+        "name": f"{image.name} {PREDICTED_CELLS_ROLE}",
+        "ndim": image.ndim,
+        "size": float(np.clip(np.median(image.data.shape[-2:]) / 25, 3, 20)),
+        "face_color": "transparent",
+        "border_color": "#3ce0ff",
+        "border_width": 0.15,
+        "scale": tuple(image.scale),
+        "translate": tuple(image.translate),
+        "out_of_slice_display": False,
+    }
+    data = result.cells[:, columns].astype(float)
+    update_or_add(viewer, data, kwargs, "points", PREDICTED_CELLS_ROLE, image)
+
+
 def _regions_in(shapes: Shapes, image: Image) -> list:
     """The rectangles of ``shapes`` in ``image``'s pixel coordinates (both layers' scales)."""
     if len(shapes.data) == 0:

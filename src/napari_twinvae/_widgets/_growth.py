@@ -31,6 +31,7 @@ COLORS = (
 MARGINS = (44, 12, 12, 30)  # left, top, right, bottom: room for the tick labels
 LEGEND_WIDTH = 96  # extra room on the right for the legend when there are several chambers
 FLAG_COLOR = "#ff4040"  # counts outside 0..30: the limit line and the rings around them
+DOUBT_COLOR = "#ffb000"  # counts to check (likely wrong, or breaking the series): dots on them
 
 
 def nice_ticks(low: float, high: float, most: int = 6) -> list[float]:
@@ -59,6 +60,7 @@ class GrowthCurve(QWidget):
         self.counts = np.zeros((0, 0), dtype=np.int64)
         self.names: list[str] = []
         self.flagged = np.zeros((0, 0), dtype=bool)
+        self.doubtful = np.zeros((0, 0), dtype=bool)
         self.current: int | None = None
         self._lines: tuple[tuple[int, int], list[QPolygonF]] | None = None  # (size, polylines)
 
@@ -66,9 +68,12 @@ class GrowthCurve(QWidget):
         return QSize(380, 260)
 
     # -- data ----------------------------------------------------------------------------------
-    def set_counts(self, frames, counts, names: list[str] | None = None, flagged=None) -> None:
+    def set_counts(
+        self, frames, counts, names: list[str] | None = None, flagged=None, doubtful=None
+    ) -> None:
         """Frame numbers (T,) and counts (T, R); ``names`` label the chambers in the legend;
-        ``flagged`` (T, R) marks counts outside the model's range, drawn ringed in red."""
+        ``flagged`` (T, R) marks counts outside the model's range, drawn ringed in red;
+        ``doubtful`` (T, R) the counts to check first (Check these frames), drawn as dots."""
         frames = np.asarray(frames, dtype=np.int64).reshape(-1)
         order = np.argsort(frames, kind="stable")  # counted frames may come in any order
         self.frames = frames[order]
@@ -76,6 +81,9 @@ class GrowthCurve(QWidget):
         if flagged is None:
             flagged = self.counts > MAX_COUNT
         self.flagged = np.asarray(flagged, dtype=bool).reshape(self.counts.shape)[order]
+        if doubtful is None:
+            doubtful = np.zeros(self.counts.shape, dtype=bool)
+        self.doubtful = np.asarray(doubtful, dtype=bool).reshape(self.counts.shape)[order]
         self.names = list(names) if names else [f"chamber {r}" for r in range(self.counts.shape[1])]
         self._lines = None
         self.update()
@@ -153,6 +161,7 @@ class GrowthCurve(QWidget):
                 painter.drawEllipse(line.at(0), 2.5, 2.5)
             else:
                 painter.drawPolyline(line)
+        self._draw_doubtful(painter)
         self._draw_flagged(painter, rect)
         self._draw_current(painter, rect, text)
         self._draw_legend(painter, rect)
@@ -224,6 +233,17 @@ class GrowthCurve(QWidget):
         rows, chambers = np.nonzero(self.flagged)
         for t, r in zip(rows[:2000].tolist(), chambers[:2000].tolist(), strict=True):
             painter.drawEllipse(self._to_pixel(self.frames[t], self.counts[t, r]), 4.0, 4.0)
+
+    def _draw_doubtful(self, painter: QPainter) -> None:
+        """An amber dot on every count to check, so the eye finds where the curve is unsure."""
+        if not self.doubtful.any():
+            return
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(QColor(DOUBT_COLOR))
+        rows, chambers = np.nonzero(self.doubtful)
+        for t, r in zip(rows[:2000].tolist(), chambers[:2000].tolist(), strict=True):
+            painter.drawEllipse(self._to_pixel(self.frames[t], self.counts[t, r]), 3.0, 3.0)
+        painter.setBrush(Qt.BrushStyle.NoBrush)
 
     def _draw_current(self, painter: QPainter, rect: QRectF, text: QColor) -> None:
         rows = np.flatnonzero(self.frames == self.current) if self.current is not None else []
