@@ -40,6 +40,7 @@ from napari_twinvae._widgets._forms import (
     scrolling,
     wrapping,
 )
+from napari_twinvae._widgets._label_next import LabelNext, ranking_model
 from napari_twinvae._widgets._labeling import LabelingPanel
 from napari_twinvae._widgets._train_plot import TrainingPlot, describe, outcome
 from napari_twinvae._widgets._workers import let_go, start_worker
@@ -112,6 +113,9 @@ class LabelTrainDock(Container):
         self._trained: Training | None = None  # the last run with a result
         self.model_path: Path | None = None  # where that result was saved
         self.labeling = LabelingPanel(viewer)
+        self.label_next = LabelNext(
+            viewer, self.labeling, self._ranking_model, lambda: self._device.value
+        )
         defaults = TrainConfig()  # every setting starts where the command line's does
         has_default = default_model_path().is_file()
         self._start_model = ComboBox(
@@ -183,6 +187,7 @@ class LabelTrainDock(Container):
             widgets=[
                 Label(value="<b>Label cells</b>"),
                 self.labeling,
+                self.label_next,
                 Label(value="<b>Train</b>"),
                 self._settings,
                 row(self._start, self._stop),
@@ -430,6 +435,10 @@ class LabelTrainDock(Container):
         return dock
 
     # -- helpers ---------------------------------------------------------------------------
+    def _ranking_model(self) -> Path:
+        """Label next ranks with the model last trained here, else the start model."""
+        return ranking_model(self.model_path, self._start_model.value, self._model_file.value)
+
     def _set_running(self, running: bool) -> None:
         self._start.enabled = not running
         self._stop.enabled = running
