@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from napari_twinvae.core.counts import paper_count_weights
 from napari_twinvae.core.data import (
     MATCH_COUNTS_MIN_LABELS,
     Augmentation,
@@ -11,7 +12,6 @@ from napari_twinvae.core.data import (
     natural_set,
 )
 from napari_twinvae.core.labels import Labels
-from napari_twinvae.core.synthetic import paper_count_weights
 
 
 def test_natural_set_flattens_frames_and_chambers_and_keeps_the_mask():

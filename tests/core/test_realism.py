@@ -92,8 +92,8 @@ def test_touching_reaches_both_twins_training_scenes():
 
 
 def test_mixed_and_hardened_batches_keep_each_cells_centre_with_its_image():
+    from napari_twinvae.core.counts import counts_from_centres
     from napari_twinvae.core.pretrain import HardenedMix, PresetMix
-    from napari_twinvae.core.synthetic import counts_from_centres
 
     for source in (PresetMix(seed=2), HardenedMix(seed=2, clean_share=0.5)):
         batch = source.batch(24, epoch=1)

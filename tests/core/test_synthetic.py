@@ -6,18 +6,20 @@ import sys
 import numpy as np
 import pytest
 
-from napari_twinvae.core.synthetic import (
+from napari_twinvae.core.counts import (
     MAX_COUNT,
-    SynthConfig,
-    background_image,
     counts_from_centres,
-    estimate_background,
-    generate,
     histogram_count_weights,
     labeled_count_weights,
     paper_count_weights,
-    place_cells,
     sample_counts,
+)
+from napari_twinvae.core.synthetic import (
+    SynthConfig,
+    background_image,
+    estimate_background,
+    generate,
+    place_cells,
     synthetic_timeseries,
 )
 

@@ -36,6 +36,7 @@ from napari_twinvae._widgets._layers import (
 )
 from napari_twinvae.core.chambers import Region, fit_regions, regions_from_shapes
 from napari_twinvae.core.config import IMAGE_SIZE
+from napari_twinvae.core.counts import MAX_COUNT
 from napari_twinvae.core.labels import (
     Annotation,
     Labels,
@@ -43,7 +44,6 @@ from napari_twinvae.core.labels import (
     load_annotation,
     save_annotation,
 )
-from napari_twinvae.core.synthetic import MAX_COUNT
 from napari_twinvae.core.trainset import check_labels
 
 _DONE = ("added", "removed", "changed")  # napari's data events also fire before each change

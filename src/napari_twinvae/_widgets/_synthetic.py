@@ -24,19 +24,21 @@ from napari_twinvae._widgets._annotation import empty_frames, frame_points
 from napari_twinvae._widgets._layers import current_frame, owner_tag, role_of
 from napari_twinvae._widgets._workers import let_go, start_worker
 from napari_twinvae.core.chambers import as_frames
+from napari_twinvae.core.counts import (
+    MAX_COUNT,
+    histogram_count_weights,
+    labeled_count_weights,
+    paper_count_weights,
+)
 from napari_twinvae.core.labels import annotation_of
 from napari_twinvae.core.synthetic import (
     DEFAULT_PRESET,
-    MAX_COUNT,
     PRESETS,
     SynthBatch,
     SynthConfig,
     background_image,
     estimate_background,
-    histogram_count_weights,
     iter_generate,
-    labeled_count_weights,
-    paper_count_weights,
     synthetic_timeseries,
     timeseries_config,
 )

@@ -19,15 +19,13 @@ import torch
 import torch.nn.functional as F
 
 from napari_twinvae.core.config import IMAGE_SIZE, JsonConfig
+from napari_twinvae.core.counts import MAX_COUNT, labeled_count_weights, paper_count_weights
 from napari_twinvae.core.synthetic import (
     FEW_CELLS,
-    MAX_COUNT,
     SynthBatch,
     SynthConfig,
     estimate_background,
     generate,
-    labeled_count_weights,
-    paper_count_weights,
 )
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ import numpy as np
 
 from napari_twinvae.core.chambers import Region
 from napari_twinvae.core.config import IMAGE_SIZE
-from napari_twinvae.core.synthetic import MAX_COUNT
+from napari_twinvae.core.counts import MAX_COUNT
 
 
 class Labels(NamedTuple):

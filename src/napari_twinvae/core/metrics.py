@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from napari_twinvae.core.synthetic import MAX_COUNT
+from napari_twinvae.core.counts import MAX_COUNT
 
 
 def round_counts(estimates: Sequence[float] | np.ndarray) -> np.ndarray:

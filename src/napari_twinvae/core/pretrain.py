@@ -14,18 +14,12 @@ import dataclasses
 
 import numpy as np
 
+from napari_twinvae.core.counts import MAX_COUNT, paper_count_weights
 from napari_twinvae.core.data import NaturalSet
 from napari_twinvae.core.density import cells_per_image
 from napari_twinvae.core.intensity import Normalization, normalize_frames
 from napari_twinvae.core.realism import RealismConfig, harden
-from napari_twinvae.core.synthetic import (
-    MAX_COUNT,
-    PRESETS,
-    SynthBatch,
-    SynthConfig,
-    generate,
-    paper_count_weights,
-)
+from napari_twinvae.core.synthetic import PRESETS, SynthBatch, SynthConfig, generate
 
 
 def pretraining_weights() -> np.ndarray:

@@ -15,10 +15,10 @@ from collections.abc import Generator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from napari_twinvae.core.chambers import Region, as_frames, check_regions, iter_chamber_crops
+from napari_twinvae.core.counts import MAX_COUNT
 from napari_twinvae.core.data import NaturalSet, natural_set
 from napari_twinvae.core.intensity import Normalization
 from napari_twinvae.core.labels import Annotation, Labels
-from napari_twinvae.core.synthetic import MAX_COUNT
 
 if TYPE_CHECKING:
     from napari_twinvae.core.model import TwinVAE
