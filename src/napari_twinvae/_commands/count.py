@@ -35,7 +35,13 @@ def add_parser(subparsers) -> None:
             "that the count is wrong, series_flag marks counts that break the growth series."
         ),
     )
-    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGES", help="TIFF stacks")
+    parser.add_argument(
+        "images",
+        nargs="+",
+        type=Path,
+        metavar="IMAGES",
+        help="TIFF stacks, OME-TIFF, OME-Zarr, ND2, ... (see --position)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="the CSV file to write")
     add_model_arguments(parser)
     parser.add_argument(
@@ -49,6 +55,31 @@ def add_parser(subparsers) -> None:
         metavar="CELLS.csv",
         help="also write the predicted cells as napari's Points CSV (a model with a density head; "
         "one image stack)",
+    )
+    parser.add_argument(
+        "--position",
+        action="append",
+        metavar="NAME|N",
+        help="count only this stage position of multi-position files (name or number; repeat "
+        "for several; default: all)",
+    )
+    parser.add_argument(
+        "--channel",
+        metavar="NAME|N",
+        help="the label-free channel of multi-channel files (default: the only one, or the one "
+        "named bright field or phase contrast)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="count positions and chunks of frames in N processes (a local dask cluster; needs "
+        "napari-twinvae[cluster])",
+    )
+    parser.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="count on a running dask cluster, e.g. tcp://head-node:8786",
     )
     parser.set_defaults(func=run)
 
@@ -94,6 +125,7 @@ def check_model_arguments(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from napari_twinvae._commands._experiment import is_experiment, run_experiment
     from napari_twinvae.core.chambers import (
         as_frames,
         fit_regions,
@@ -103,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
     from napari_twinvae.core.io import read_stack
     from napari_twinvae.core.predict import iter_count, write_cells_csv, write_counts_csv
 
+    if is_experiment(args):
+        return run_experiment(args)
     started = time.perf_counter()
     out: Path = args.out
     if out.is_dir():

@@ -519,20 +519,28 @@ def write_counts_csv(
     path: str | os.PathLike,
     results: CountResult | Sequence[CountResult],
     files: Sequence[str] | None = None,
+    positions: Sequence[str] | None = None,
 ) -> Path:
     """``frame,chamber,count,estimate,flag,uncertainty,series_flag`` rows, atomically; with
     ``files``, a leading ``file`` column. ``flag`` marks counts outside the 0..30 cells the model
     counts (``"above 30"``); ``uncertainty`` is the probability that the count is wrong (empty
-    when not computed); ``series_flag`` marks counts that break the growth series."""
+    when not computed); ``series_flag`` marks counts that break the growth series. With
+    ``positions`` (the stage positions of multi-position files), a ``position`` column before
+    ``frame``."""
     many = [results] if isinstance(results, CountResult) else list(results)
     if files is not None and len(files) != len(many):
         raise ValueError(f"{len(many)} results but {len(files)} file names")
+    if positions is not None and len(positions) != len(many):
+        raise ValueError(f"{len(many)} results but {len(positions)} positions")
     columns = (("file",) if files is not None else ()) + CSV_COLUMNS
+    if positions is not None:
+        columns = columns[: -len(CSV_COLUMNS)] + ("position",) + CSV_COLUMNS
     with atomic_write(path, "w") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(columns)
         for number, result in enumerate(many):
             lead = (files[number],) if files is not None else ()
+            lead += (positions[number],) if positions is not None else ()
             doubt = result.uncertainty
             series = result.series_flags.reshape(-1)
             for i, (frame, chamber, n, estimate, flag) in enumerate(result.rows()):
