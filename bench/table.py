@@ -107,6 +107,22 @@ def rows_for(data: Path | None) -> list[tuple[str, str, str]]:
                 shown(cmd),
             )
         )
+    cmd = ["bench/bench_experiment.py"]
+    r = run(cmd)
+    rows.append(
+        (
+            (
+                f"A whole experiment ({r['positions']} OME-Zarr positions, {r['frames']:,} "
+                f"frames, {r['views']} view): one process vs a local cluster"
+            ),
+            (
+                f"{r['single_frames_per_s']:,.0f} against {r['cluster_frames_per_s']:,.0f} "
+                f"frames/s with {r['workers']} workers x 1 thread: overhead {r['overhead']:+.0%}; "
+                f"peak memory {max(r['peak_mib_per_worker']):,} MiB per worker"
+            ),
+            shown(cmd),
+        )
+    )
     cmd = ["bench/bench_synth.py"]
     r = run(cmd)
     per = ", ".join(f"{k} {v:,.0f}" for k, v in r["per_preset"].items())

@@ -255,3 +255,18 @@ def test_the_command_line_counts_on_workers_as_here(experiment, tmp_path, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "4 positions" in err[0] and "2 workers" in err[0]
     assert _rows(tmp_path / "two.csv") == _rows(tmp_path / "here.csv")
+
+
+def test_evaluate_reads_one_position(experiment, tmp_path, capsys):
+    import json
+
+    folder, data, model = experiment
+    want = count(data[1, :, 0], model, None, 64, "cpu", views=1).counts[:, 0]
+    labels = tmp_path / "labels.csv"
+    labels.write_text("frame,count\n" + "".join(f"{t},{n}\n" for t, n in enumerate(want)))
+    ome = str(folder / "exp.ome.tif")
+    options = ["--labels", str(labels), "--model", str(model), "--views", "1"]
+    assert main(["evaluate", ome, "--position", "1", *options]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["accuracy"] == 1.0
+    assert main(["evaluate", ome, *options]) == 2
+    assert "choose one with --position" in capsys.readouterr().err

@@ -26,7 +26,12 @@ def add_parser(subparsers) -> None:
             "The last line printed is JSON: n, accuracy, mae, mre."
         ),
     )
-    parser.add_argument("images", type=Path, metavar="IMAGES", help="the TIFF stack")
+    parser.add_argument(
+        "images",
+        type=Path,
+        metavar="IMAGES",
+        help="the TIFF stack (or OME-TIFF, OME-Zarr, ND2, ...)",
+    )
     parser.add_argument(
         "--labels",
         type=Path,
@@ -34,22 +39,28 @@ def add_parser(subparsers) -> None:
         help="frame,count CSV or napari Points CSV of the counted cells (axis-0 = frame)",
     )
     add_model_arguments(parser)
+    parser.add_argument(
+        "--position", metavar="NAME|N", help="the stage position of a multi-position file"
+    )
+    parser.add_argument(
+        "--channel", metavar="NAME|N", help="the label-free channel of a multi-channel file"
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from napari_twinvae.core.chambers import as_frames, fit_regions
-    from napari_twinvae.core.io import read_stack
     from napari_twinvae.core.labels import load_annotation
     from napari_twinvae.core.metrics import count_metrics
     from napari_twinvae.core.predict import count
+    from napari_twinvae.core.sources import read_series
     from napari_twinvae.core.trainset import check_labels
 
     started = time.perf_counter()
     annotation = load_annotation(args.labels)
     device, checkpoint = check_model_arguments(args)
     try:
-        stack = as_frames(read_stack(args.images))
+        stack = as_frames(read_series(args.images, args.position, args.channel))
         fit_regions(None, stack.shape[1:])
     except ValueError as err:
         message = str(err)

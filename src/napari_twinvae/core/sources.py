@@ -129,6 +129,18 @@ def open_positions(
     return _chosen(found, scenes, positions, path)
 
 
+def read_series(
+    path: str | os.PathLike, position: str | int | None = None, channel: str | int | None = None
+):
+    """The lazy (T, H, W) frames of one position of a file; a file of several needs
+    ``position``."""
+    found = open_positions(path, None if position is None else [position], channel)
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found[:10]) + (" ..." if len(found) > 10 else "")
+        raise ValueError(f"{path}: {len(found)} positions ({names}); choose one with --position")
+    return found[0].open()
+
+
 def _chosen(found, names, wanted, path) -> list[Position]:
     if not wanted:
         return found
