@@ -11,19 +11,7 @@ from napari_twinvae._widgets._count import CountDock
 from napari_twinvae._widgets._growth import DOUBT_COLOR, GrowthCurve
 from napari_twinvae.core.io import load_checkpoint
 from napari_twinvae.core.predict import CountResult, count
-from napari_twinvae.core.synthetic import synthetic_timeseries
 from napari_twinvae.core.uncertainty import check_order
-from tests._checkpoints import small_checkpoint
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    return small_checkpoint(tmp_path_factory.mktemp("model") / "small.pt")
-
-
-@pytest.fixture
-def series():
-    return synthetic_timeseries("pc", 12, seed=0).images  # (12, 128, 128) float32
 
 
 def _counted_dock(viewer, qtbot, model_file, chambers=None):

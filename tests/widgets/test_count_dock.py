@@ -16,20 +16,8 @@ from napari_twinvae._widgets._count import (
 from napari_twinvae._widgets._layers import OWNER_KEY, find_owned
 from napari_twinvae.core.io import load_checkpoint
 from napari_twinvae.core.predict import ModelView, count
-from napari_twinvae.core.synthetic import synthetic_timeseries
-from tests._checkpoints import small_checkpoint
 
 PLUGIN = "napari-twinvae"
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    return small_checkpoint(tmp_path_factory.mktemp("model") / "small.pt")
-
-
-@pytest.fixture
-def series():
-    return synthetic_timeseries("pc", 12, seed=0).images  # (12, 128, 128) float32
 
 
 def _count_now(dock, qtbot):

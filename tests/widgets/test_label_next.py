@@ -9,19 +9,8 @@ from napari_twinvae._widgets._label_train import LabelTrainDock
 from napari_twinvae._widgets._layers import find_owned
 from napari_twinvae.core.io import load_checkpoint
 from napari_twinvae.core.predict import count
-from napari_twinvae.core.synthetic import synthetic_timeseries
 from napari_twinvae.core.uncertainty import label_next
 from tests._checkpoints import density_checkpoint, small_checkpoint
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    return small_checkpoint(tmp_path_factory.mktemp("model") / "small.pt")
-
-
-@pytest.fixture
-def series():
-    return synthetic_timeseries("pc", 12, seed=0).images  # (12, 128, 128) float32
 
 
 @pytest.fixture
