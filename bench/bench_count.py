@@ -33,13 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _compute import COUNT_FLOPS, matmul_flops  # noqa: E402
 
 from napari_twinvae.core import ModelConfig, TwinVAE  # noqa: E402
+from napari_twinvae.core.count_paths import CountingPath  # noqa: E402
 from napari_twinvae.core.io import load_checkpoint, save_checkpoint  # noqa: E402
-from napari_twinvae.core.predict import (  # noqa: E402
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_VIEWS,
-    CountingPath,
-    count,
-)
+from napari_twinvae.core.predict import DEFAULT_BATCH_SIZE, DEFAULT_VIEWS, count  # noqa: E402
 
 
 def _rate(run, images: int) -> float:

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from napari_twinvae.core.config import ModelConfig
+from napari_twinvae.core.count_paths import DensityPath
 from napari_twinvae.core.data import Augmentation, NaturalSet, augment, augment_with_cells
 from napari_twinvae.core.density import (
     AMPLITUDE,
@@ -18,7 +19,7 @@ from napari_twinvae.core.density import (
 from napari_twinvae.core.io import default_model_path, load_checkpoint, save_checkpoint
 from napari_twinvae.core.labels import labels_from_points
 from napari_twinvae.core.model import TwinVAE
-from napari_twinvae.core.predict import DensityPath, count
+from napari_twinvae.core.predict import count
 from napari_twinvae.core.synthetic import SynthConfig, generate
 from napari_twinvae.core.train import TrainConfig, train
 

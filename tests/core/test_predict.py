@@ -10,19 +10,11 @@ import torch
 
 from napari_twinvae.core import CheckpointError, ModelConfig, TwinVAE
 from napari_twinvae.core.chambers import chamber_crops
+from napari_twinvae.core.count_paths import CountingPath
 from napari_twinvae.core.intensity import Normalization
 from napari_twinvae.core.io import load_checkpoint, read_stack
-from napari_twinvae.core.predict import (
-    CountingPath,
-    CountProgress,
-    ModelView,
-    count,
-    iter_count,
-    place_crops,
-    reconstruct,
-    translate,
-    write_counts_csv,
-)
+from napari_twinvae.core.model_view import ModelView, place_crops, reconstruct, translate
+from napari_twinvae.core.predict import CountProgress, count, iter_count, write_counts_csv
 from tests._checkpoints import small_checkpoint
 
 

@@ -6,15 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from napari_twinvae.core.count_paths import CountingPath, averaged_count, spread_count
 from napari_twinvae.core.io import load_checkpoint
 from napari_twinvae.core.labels import read_labels
-from napari_twinvae.core.predict import (
-    CountingPath,
-    averaged_count,
-    count,
-    spread_count,
-    write_counts_csv,
-)
+from napari_twinvae.core.predict import count, write_counts_csv
 from napari_twinvae.core.uncertainty import (
     DEFAULT_CALIBRATION,
     SIGNALS,

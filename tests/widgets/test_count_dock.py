@@ -15,7 +15,8 @@ from napari_twinvae._widgets._count import (
 )
 from napari_twinvae._widgets._layers import OWNER_KEY, find_owned
 from napari_twinvae.core.io import load_checkpoint
-from napari_twinvae.core.predict import ModelView, count
+from napari_twinvae.core.model_view import ModelView
+from napari_twinvae.core.predict import count
 
 PLUGIN = "napari-twinvae"
 

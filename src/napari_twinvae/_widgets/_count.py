@@ -36,11 +36,11 @@ from napari_twinvae.core.chambers import fit_regions, regions_from_shapes, resiz
 from napari_twinvae.core.device import available_devices
 from napari_twinvae.core.io import default_model_path, load_model, resolve_model
 from napari_twinvae.core.metrics import count_flags
+from napari_twinvae.core.model_view import ModelView
 from napari_twinvae.core.predict import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_VIEWS,
     VIEWS,
-    ModelView,
     iter_count,
 )
 from napari_twinvae.core.predict import write_counts_csv as _write_counts_csv

@@ -159,18 +159,18 @@ def iter_count_experiment(
     chunk after the other. Yields :class:`ExperimentProgress` as chunks finish.
     """
     from napari_twinvae.core.chambers import check_regions
+    from napari_twinvae.core.inputs import check_batch_size
     from napari_twinvae.core.metrics import round_counts
     from napari_twinvae.core.predict import (
         DEFAULT_BATCH_SIZE,
         DEFAULT_VIEWS,
         CountResult,
-        _check_batch_size,
         _check_views,
         write_counts_csv,
     )
 
     started = time.perf_counter()
-    batch_size = _check_batch_size(DEFAULT_BATCH_SIZE if batch_size is None else batch_size)
+    batch_size = check_batch_size(DEFAULT_BATCH_SIZE if batch_size is None else batch_size)
     views = _check_views(DEFAULT_VIEWS if views is None else views)
     found: list[Position] = []
     for source in sources:

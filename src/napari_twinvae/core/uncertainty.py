@@ -1,6 +1,6 @@
 """Which counts to trust, which frames of a growth series break it, and which frame to label next.
 
-Every count comes with signals the model already has (:func:`core.predict.spread_count`):
+Every count comes with signals the model already has (:func:`core.count_paths.spread_count`):
 
 - ``views``: the spread (standard deviation) of the estimate over the orientations a count
   averages; a chamber the network reads differently when turned is one it does not read well;
