@@ -228,15 +228,6 @@ def load_model(model: str | os.PathLike | None = DEFAULT_MODEL, device="cpu") ->
     return load_checkpoint(resolve_model(model), device)
 
 
-def read_normalization(model: str | os.PathLike | None = DEFAULT_MODEL):
-    """The intensity normalisation stored in a checkpoint (``"default"`` or a file), checked as
-    :func:`load_checkpoint` checks the file, without building the model."""
-    source = resolve_model(model)
-    config, normalization, state = _settings(source, _read_payload(source))
-    _fitted(source, config, state)  # a start model whose weights do not fit is said now
-    return normalization
-
-
 def load_checkpoint(path: str | os.PathLike, device="cpu") -> Checkpoint:
     """Read a checkpoint safely and rebuild its model in eval mode on ``device``.
 
