@@ -270,3 +270,24 @@ def test_evaluate_reads_one_position(experiment, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["accuracy"] == 1.0
     assert main(["evaluate", ome, *options]) == 2
     assert "choose one with --position" in capsys.readouterr().err
+
+
+def test_train_reads_one_position_and_channel(experiment, tmp_path, capsys):
+    import json
+
+    folder, data, model = experiment
+    labels = tmp_path / "labels.csv"
+    labels.write_text("frame,count\n0,1\n3,0\n6,2\n9,1\n")
+    ome = str(folder / "exp.ome.tif")
+    out = tmp_path / "trained.pt"
+    options = ["--labels", str(labels), "--init", str(model), "--epochs", "1", "--device", "cpu"]
+    args = ["train", ome, "--out", str(out), *options, "--synthetic-ratio", "0.5"]
+    assert main([*args, "--position", "1", "--channel", "Phase"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["epochs"] == 1
+    assert out.is_file()
+    out.unlink()
+    assert main(args) == 2
+    assert "choose one with --position" in capsys.readouterr().err
+    assert main([*args, "--position", "0", "--channel", "DAPI"]) == 2
+    assert "DAPI" in capsys.readouterr().err
+    assert not out.exists()

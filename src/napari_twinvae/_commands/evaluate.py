@@ -39,34 +39,45 @@ def add_parser(subparsers) -> None:
         help="frame,count CSV or napari Points CSV of the counted cells (axis-0 = frame)",
     )
     add_model_arguments(parser)
+    add_series_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def add_series_arguments(parser: argparse.ArgumentParser) -> None:
+    """--position and --channel: which series of a multi-position, multi-channel file."""
     parser.add_argument(
         "--position", metavar="NAME|N", help="the stage position of a multi-position file"
     )
     parser.add_argument(
         "--channel", metavar="NAME|N", help="the label-free channel of a multi-channel file"
     )
-    parser.set_defaults(func=run)
+
+
+def read_one_series(images: Path, position, channel):
+    """The (T, H, W) frames of one position and channel of IMAGES, read lazily; what is wrong
+    with the file is a UsageError naming it."""
+    from napari_twinvae.core.chambers import as_frames, fit_regions
+    from napari_twinvae.core.sources import read_series
+
+    try:
+        stack = as_frames(read_series(images, position, channel))
+        fit_regions(None, stack.shape[1:])
+    except ValueError as err:
+        message = str(err)
+        raise UsageError(message if str(images) in message else f"{images}: {message}") from None
+    return stack
 
 
 def run(args: argparse.Namespace) -> int:
-    from napari_twinvae.core.chambers import as_frames, fit_regions
     from napari_twinvae.core.labels import load_annotation
     from napari_twinvae.core.metrics import count_metrics
     from napari_twinvae.core.predict import count
-    from napari_twinvae.core.sources import read_series
     from napari_twinvae.core.trainset import check_labels
 
     started = time.perf_counter()
     annotation = load_annotation(args.labels)
     device, checkpoint = check_model_arguments(args)
-    try:
-        stack = as_frames(read_series(args.images, args.position, args.channel))
-        fit_regions(None, stack.shape[1:])
-    except ValueError as err:
-        message = str(err)
-        raise UsageError(
-            message if str(args.images) in message else f"{args.images}: {message}"
-        ) from None
+    stack = read_one_series(args.images, args.position, args.channel)
     try:
         labels = check_labels(stack, annotation)
     except ValueError as err:

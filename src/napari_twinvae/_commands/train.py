@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from napari_twinvae._commands.evaluate import add_series_arguments, read_one_series
 from napari_twinvae.cli import UsageError, model_name, refuse_overwriting_inputs, say_done
 
 log = logging.getLogger(__name__)
@@ -38,12 +39,17 @@ def add_parser(subparsers) -> None:
         "train",
         help="train or transfer a model on your frames and labels",
         description=(
-            "Train a Twin-VAE on IMAGES (a TIFF stack T x H x W or one 2D image) with the counts "
+            "Train a Twin-VAE on IMAGES (a TIFF stack T x H x W, one 2D image, or one position of an OME-TIFF, OME-Zarr, ND2, ... file) with the counts "
             "in LABELS and freshly generated synthetic images, and write the best model to OUT. "
             "By default a transfer from the shipped model; --init scratch trains a new one."
         ),
     )
-    parser.add_argument("images", type=Path, metavar="IMAGES", help="TIFF stack or 2D image")
+    parser.add_argument(
+        "images",
+        type=Path,
+        metavar="IMAGES",
+        help="TIFF stack or 2D image (or OME-TIFF, OME-Zarr, ND2, ...: see --position)",
+    )
     parser.add_argument(
         "--labels",
         type=Path,
@@ -119,6 +125,7 @@ def add_parser(subparsers) -> None:
         metavar="ROIS.csv",
         help="chamber rectangles as a napari Shapes CSV (default: the whole frame)",
     )
+    add_series_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -153,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     )
     select_device(config.device)  # an unavailable GPU is said now, not after the cropping
     start = load_start(config.init)  # a missing or bad start model, ditto; read once
-    natural = load_natural(args.images, args.labels, args.rois, start.normalization)
+    natural = load_natural(args, start.normalization)
 
     training = Training(natural, config, start=start)
     gen = training.run()
@@ -249,25 +256,17 @@ class FirstInterruptStops:
         )
 
 
-def load_natural(images: Path, labels: Path, rois: Path | None, normalization):
-    """The natural set of the CLI: stack, chamber rectangles and labels, checked against each other."""
-    from napari_twinvae.core.chambers import (
-        as_frames,
-        fit_regions,
-        read_regions_csv,
-        resized_whole_frame,
-    )
-    from napari_twinvae.core.io import read_stack
+def load_natural(args: argparse.Namespace, normalization):
+    """The natural set of the CLI: the series (--position, --channel of IMAGES), chamber
+    rectangles and labels, checked against each other."""
+    from napari_twinvae.core.chambers import fit_regions, read_regions_csv, resized_whole_frame
     from napari_twinvae.core.jobs import drain
     from napari_twinvae.core.labels import load_annotation
     from napari_twinvae.core.trainset import check_labels, iter_natural_set
 
+    images, labels, rois = args.images, args.labels, args.rois
     annotation = load_annotation(labels)
-    try:
-        stack = as_frames(read_stack(images))
-    except ValueError as err:
-        message = str(err)
-        raise UsageError(message if str(images) in message else f"{images}: {message}") from None
+    stack = read_one_series(images, args.position, args.channel)
     rectangles = read_regions_csv(rois) if rois is not None else None
     try:
         regions, notes = fit_regions(rectangles, stack.shape[1:])
