@@ -125,6 +125,45 @@ def _auc(score, positive) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+# -- after a transfer: the run's own calibration -------------------------------------------
+def own_calibration(args, folder: Path) -> dict:
+    """Per seed: the default model transferred with the density head (clicked cells, the default
+    epochs) to ``--calibration-share`` of the source images, enough for the run to hold ten or
+    more labeled crops out and rescale the calibration to them; the evaluation crops scored with
+    that calibration and with the shipped one."""
+    from eval_real import split
+
+    from napari_twinvae.core.uncertainty import DEFAULT_CALIBRATION
+
+    raw, crops, truth, sources, independent, cells = load_set(folder)
+    preset = "bf" if "bf" in folder.name else "pc"
+    runs = {"own": [], "shipped": []}
+    for seed in args.seeds:
+        labeled, evaluation = split(sources, independent, args.calibration_share, seed)
+        checkpoint, run = train_network(
+            crops[labeled], truth[labeled], args.model, None, seed, preset,
+            cells=[cells[i] for i in labeled], epochs=args.transfer_epochs, head="density",
+        )  # fmt: skip
+        if "uncertainty" not in checkpoint.summary:
+            log(f"{folder.name} seed {seed}: no calibration of its own ({run.messages})")
+            continue
+        for name, calibration in (("own", None), ("shipped", DEFAULT_CALIBRATION)):
+            r = count(raw[evaluation], checkpoint, device="cpu", calibration=calibration)
+            est, p = r.estimates[:, 0], r.uncertainty[:, 0]
+            entry = score(p, est, truth[evaluation])
+            wrong = round_counts(est) != truth[evaluation]
+            entry["brier"] = round(float(np.mean((p - wrong) ** 2)), 4)
+            runs[name].append(entry)
+            shown = {k: v for k, v in entry.items() if k != "curve"}
+            log(f"{folder.name} seed {seed} {name} calibration: {shown}")
+    keys = ("error_rate", "mean_probability", "brier", "top10_error_share", "auc")
+    return {
+        name: {k: round(float(np.mean([e[k] for e in entries])), 4) for k in keys}
+        for name, entries in runs.items()
+        if entries
+    }
+
+
 # -- label next -------------------------------------------------------------------------------
 def label_choice(args, checkpoint, folder: Path) -> dict:
     """MAE after transfer, per share and seed, for sources chosen by label_next and at random."""
@@ -245,6 +284,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--shares", type=float, nargs="+", default=[0.05, 0.1])
     parser.add_argument("--transfer-minutes", type=float, default=1.0)
+    parser.add_argument("--transfer-epochs", type=int, default=50, help="of the own calibration")
+    parser.add_argument("--calibration-share", type=float, default=0.3, help="ditto, labeled")
     parser.add_argument("--no-label-next", action="store_true", help="skip the transfers")
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "uncertainty.png")
     parser.add_argument("--fit", action="store_true", help="print the default calibration")
@@ -289,6 +330,7 @@ def main(argv=None) -> int:
     report["series_flags"] = growth_flags(checkpoint)
     log(f"series flags: {report['series_flags']}")
     if args.data is not None and not args.no_label_next and (args.data / REAL_SETS[0]).is_dir():
+        report["own_calibration"] = own_calibration(args, args.data / REAL_SETS[0])
         report["label_next"] = label_choice(args, checkpoint, args.data / REAL_SETS[0])
         report["transfer_minutes"] = args.transfer_minutes
     report["top10_error_share"] = {k: v["top10_error_share"] for k, v in report["sets"].items()}

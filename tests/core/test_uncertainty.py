@@ -9,6 +9,7 @@ import torch
 from napari_twinvae.core.count_paths import CountingPath, averaged_count, spread_count
 from napari_twinvae.core.io import load_checkpoint
 from napari_twinvae.core.labels import read_labels
+from napari_twinvae.core.metrics import round_counts
 from napari_twinvae.core.predict import count, write_counts_csv
 from napari_twinvae.core.uncertainty import (
     DEFAULT_CALIBRATION,
@@ -21,6 +22,7 @@ from napari_twinvae.core.uncertainty import (
     fit_calibration,
     label_next,
     read_counts_csv,
+    rescaled,
     series_flags,
     top_error_share,
 )
@@ -179,3 +181,65 @@ def test_counts_csv_has_the_new_columns_and_an_old_csv_still_reads(checkpoint, f
         read_counts_csv(tmp_path / "bad.csv")
     with open(tmp_path / "new.csv", newline="") as f:
         assert next(csv.reader(f))[-2:] == ["uncertainty", "series_flag"]
+
+
+def _labels_half_right(model, images):
+    """Counts for ``images``: ``model``'s own rounded count on even frames, two more on odd ones."""
+    from napari_twinvae.core.count_paths import averaged_count, counting_path
+
+    with torch.inference_mode():
+        own = averaged_count(counting_path(model), torch.from_numpy(images).unsqueeze(1), 8)
+    return round_counts(own.numpy()) + 2 * (np.arange(len(images)) % 2)
+
+
+def test_a_training_run_rescales_the_calibration_to_its_held_out_frames(tmp_path, hold_out_few):
+    from napari_twinvae.core.data import NaturalSet
+    from napari_twinvae.core.synthetic import SynthConfig, generate
+    from napari_twinvae.core.train import Training
+    from tests._checkpoints import small_model, tiny_train_config
+
+    images = generate(32, SynthConfig(), rng=0, counts=np.full(32, 4)).images
+    counts = _labels_half_right(small_model(), images)
+    natural = NaturalSet(images, counts, np.ones(32, dtype=bool))
+    start = small_checkpoint(tmp_path / "start.pt")
+    # a rate too small to change the model: its held-out counts stay half right
+    config = tiny_train_config(init=str(start), epochs=1, learning_rate=1e-9)
+    training = Training(natural, config)
+    for _ in training.run():
+        pass
+    own = Calibration.from_dict(training.result.summary()["uncertainty"])
+    assert own != DEFAULT_CALIBRATION and "8 held-out frames" in own.source
+    path = training.save(tmp_path / "trained.pt")
+    assert calibration_of(load_checkpoint(path).summary) == own
+    frames = (images * 4095).astype(np.uint16)
+    by_own = count(frames, path, device="cpu")
+    by_default = count(frames, path, device="cpu", calibration=DEFAULT_CALIBRATION)
+    assert not np.allclose(by_own.uncertainty, by_default.uncertainty)
+    # the ranking is the shipped one's; only the level moves (to about half wrong here)
+    order = np.argsort(by_default.uncertainty[:, 0])
+    assert np.all(np.diff(by_own.uncertainty[order, 0]) >= -1e-6)
+
+
+def test_held_out_counts_all_wrong_say_how_often_not_which():
+    from napari_twinvae.core.run_calibration import fit_run_calibration
+    from napari_twinvae.core.synthetic import SynthConfig, generate
+    from tests._checkpoints import small_model
+
+    model = small_model()
+    images = generate(12, SynthConfig(), rng=0, counts=np.full(12, 4)).images
+    counts = _labels_half_right(model, images)
+    fit = fit_run_calibration(model, images, counts + 9, views=8)  # every count wrong
+    assert np.all(fit.probability(features(np.full(3, 2.0), np.zeros((3, 3)))) > 0.8)
+    assert fit_run_calibration(model, images[:0], counts[:0], views=8) is None
+
+
+def test_rescaling_keeps_the_ranking_and_moves_the_level():
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(400, len(SIGNALS)))
+    base = DEFAULT_CALIBRATION
+    p = base.probability(feats)
+    wrong = rng.random(400) < np.clip(p + 0.3, 0, 1)  # wrong more often than the base says
+    fit = rescaled(base, feats, wrong, "test")
+    q = fit.probability(feats)
+    assert abs(q.mean() - wrong.mean()) < 0.05 < abs(p.mean() - wrong.mean())
+    assert np.all(np.diff(q[np.argsort(p)]) >= -1e-9)

@@ -24,6 +24,8 @@ from napari_twinvae.core.intensity import Normalization
 from napari_twinvae.core.losses import density_loss, twin_loss
 from napari_twinvae.core.model import DOMAINS, TwinVAE
 from napari_twinvae.core.precision import mixed_precision
+from napari_twinvae.core.predict import DEFAULT_VIEWS
+from napari_twinvae.core.run_calibration import fit_run_calibration
 from napari_twinvae.core.train import TrainConfig, TrainProgress, TrainResult, learning_rate_at
 from napari_twinvae.core.trainset import StartModel
 from napari_twinvae.core.validation import (
@@ -328,6 +330,7 @@ class Run:
     def finish(self, stopped: str) -> TrainResult:
         """The result: the kept model on the CPU in eval mode, and how the run went."""
         self.keeper.restore(self.model)
+        self._calibrate()
         best = self.keeper.best
         if best and best["epoch"] == 0 and self.epoch > 0:
             self._say("no epoch did better on validation than the start model, which is kept")
@@ -349,6 +352,22 @@ class Run:
             messages=list(self.messages),
             info=self.info,
         )
+
+    def _calibrate(self) -> None:
+        """The kept model's own uncertainty calibration into the summary, from the frames held
+        out (:mod:`core.run_calibration`); without one, ``count`` uses the shipped fit."""
+        if not self.validation.size:
+            return
+        index = torch.from_numpy(self.validation).to(self.data.frames.device)
+        frames = self.data.frames[index].cpu().numpy()
+        try:
+            fitted = fit_run_calibration(
+                self.model, frames, self.natural_counts[self.validation], DEFAULT_VIEWS
+            )
+        except (RuntimeError, ValueError) as err:  # the model is kept all the same
+            self._say(f"no uncertainty calibration of its own ({err}); counts use the shipped one")
+            return
+        self.info["uncertainty"] = fitted.to_dict()
 
     def close(self) -> None:
         self.data.close()

@@ -125,21 +125,57 @@ def fit_calibration(
     scale = x.std(axis=0)
     scale[scale < 1e-9] = 1.0
     z = np.column_stack([(x - mean) / scale, np.ones(len(x))])
-    share = np.clip(y.mean(), 1e-3, 1 - 1e-3)
+    beta = logistic_fit(z, y, l2)
+    return Calibration(
+        tuple(beta[:-1].tolist()), float(beta[-1]), tuple(mean.tolist()), tuple(scale.tolist()),
+        source,
+    )  # fmt: skip
+
+
+def logistic_fit(
+    z: np.ndarray, y: np.ndarray, l2: float = 1.0, weight: np.ndarray | None = None
+) -> np.ndarray:
+    """Coefficients of a logistic regression of 0/1 ``y`` (rows weighted by ``weight``) on the
+    columns of ``z`` (the last one the constant, not penalised) by Newton's method, with an L2
+    penalty on the others."""
+    weight = np.ones(len(y)) if weight is None else np.asarray(weight, dtype=np.float64)
+    share = np.clip(np.average(y, weights=weight), 1e-3, 1 - 1e-3)
     beta = np.zeros(z.shape[1])
     beta[-1] = np.log(share / (1 - share))
     penalty = np.full(z.shape[1], float(l2))
     penalty[-1] = 0.0
     for _ in range(50):
         p = _sigmoid(z @ beta)
-        gradient = z.T @ (p - y) + penalty * beta
-        hessian = (z * (p * (1 - p))[:, None]).T @ z + np.diag(penalty) + 1e-9 * np.eye(len(beta))
+        gradient = z.T @ (weight * (p - y)) + penalty * beta
+        curvature = (z * (weight * p * (1 - p))[:, None]).T @ z
+        hessian = curvature + np.diag(penalty) + 1e-9 * np.eye(len(beta))
         step = np.linalg.solve(hessian, gradient)
         beta -= step
         if np.abs(step).max() < 1e-8:
             break
+    return beta
+
+
+def rescaled(base: Calibration, feats: np.ndarray, wrong: np.ndarray, source: str) -> Calibration:
+    """``base`` refitted to the counts of another model or microscope (Platt scaling): its score
+    ``s`` becomes ``a * s + b``, ``a >= 0``, fitted on ``feats`` and ``wrong``. Two numbers fit
+    on the ten-odd frames a training run holds out where five weights would not, and the ranking
+    of ``base`` stays. Half a right and half a wrong count at the mean score keep the fit finite
+    when all counts are right (or all wrong): then it says how often, not which."""
+    x = np.asarray(feats, dtype=np.float64).reshape(-1, len(SIGNALS))
+    score = ((x - base.mean) / np.asarray(base.scale)) @ np.asarray(base.weights) + base.bias
+    y = np.asarray(wrong, dtype=np.float64).reshape(-1)
+    if score.size != y.size or y.size == 0:
+        raise ValueError(f"{score.size} feature rows but {y.size} outcomes")
+    centre = float(score.mean())
+    z = np.column_stack([np.r_[score, centre, centre], np.ones(y.size + 2)])
+    weight = np.r_[np.ones(y.size), 0.5, 0.5]
+    a, b = logistic_fit(z, np.r_[y, 0.0, 1.0], 1.0, weight)
+    if a < 0:  # the base ranks these counts worse than chance: keep only how often
+        share = np.average(np.r_[y, 0.0, 1.0], weights=weight)
+        a, b = 0.0, float(np.log(share / (1 - share)))
     return Calibration(
-        tuple(beta[:-1].tolist()), float(beta[-1]), tuple(mean.tolist()), tuple(scale.tolist()),
+        tuple(a * w for w in base.weights), a * base.bias + float(b), base.mean, base.scale,
         source,
     )  # fmt: skip
 
