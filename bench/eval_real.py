@@ -12,8 +12,8 @@ splits:
              threshold fit on the labeled crops by grid search (lowest MAE)
 (c) natural  the same network trained from scratch on the labeled natural crops only (no
              synthetic data, no pretraining: the paper's "natural only")
-(d) transfer Twin-VAE transfer from the default model (natural + synthetic, decoders off),
-             with a fixed time budget
+(d) transfer Twin-VAE transfer from the default model (natural + synthetic, decoders off
+             unless --decoders), with a fixed time budget or --transfer-epochs
 (e) default  the default model as it is, no transfer
 (f) density  (d) with a density head added to the default model, trained on the clicked cell
              centres of the labeled crops (``points.csv``) and on the synthetic centres
@@ -149,6 +149,12 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="default", help="the pretrained model for (d), (e)")
     parser.add_argument("--preset", default=None, help="synthetic preset (default: from the set)")
     parser.add_argument("--transfer-minutes", type=float, default=1.5, help="budget of (d)")
+    parser.add_argument(
+        "--transfer-epochs", type=int, help="(d) for this many epochs instead of the budget"
+    )
+    parser.add_argument(
+        "--decoders", action="store_true", help="(d) with the decoders on, as train's default"
+    )
     parser.add_argument("--natural-minutes", type=float, default=1.5, help="budget of (c)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     args = parser.parse_args(argv)
@@ -161,6 +167,7 @@ def main(argv=None) -> int:
     pretrained = load_model(args.model) if wanted else None
     results: dict[str, list[dict]] = {m: [] for m in args.methods}
     n_eval = []
+    minutes = None if args.transfer_epochs else args.transfer_minutes
     for seed in args.seeds:
         labeled, evaluation = split(sources, independent, args.labeled_share, seed)
         train, train_counts = crops[labeled], counts[labeled]
@@ -188,15 +195,16 @@ def main(argv=None) -> int:
                 info = {"epochs": run.best.get("epoch"), "stopped": run.stopped}
             elif method == "transfer":
                 model, run = train_network(
-                    train, train_counts, str(pretrained.path), args.transfer_minutes, seed,
-                    preset, decoder=False,
+                    train, train_counts, str(pretrained.path), minutes, seed, preset,
+                    epochs=args.transfer_epochs, decoder=args.decoders,
                 )  # fmt: skip
                 estimates = network_estimates(model, test_raw)
                 info = {"epochs": run.best.get("epoch"), "stopped": run.stopped}
             elif method == "density":
                 model, run = train_network(
-                    train, train_counts, str(pretrained.path), args.transfer_minutes, seed,
-                    preset, cells=[cells[i] for i in labeled], decoder=False, head="density",
+                    train, train_counts, str(pretrained.path), minutes, seed, preset,
+                    cells=[cells[i] for i in labeled], epochs=args.transfer_epochs,
+                    decoder=args.decoders, head="density",
                 )  # fmt: skip
                 estimates = network_estimates(model, test_raw)
                 info = {"epochs": run.best.get("epoch"), "stopped": run.stopped}
@@ -226,8 +234,10 @@ def main(argv=None) -> int:
                 "seeds": args.seeds,
                 "n_eval": n_eval,
                 "labeled_share": args.labeled_share,
+                "transfer_epochs": args.transfer_epochs,
+                "decoders": args.decoders,
                 "budget_minutes": {
-                    "transfer": args.transfer_minutes,
+                    "transfer": minutes,
                     "natural": args.natural_minutes,
                 },
                 "methods": summary,

@@ -105,6 +105,8 @@ def run_stage(
 
 
 def main(argv=None) -> int:
+    from napari_twinvae.core.config import HEADS
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--minutes", type=float, default=75.0, help="wall-clock training budget")
@@ -149,6 +151,9 @@ def main(argv=None) -> int:
     parser.add_argument("--regressor-delay", type=int, default=1)
     parser.add_argument("--no-decoder", action="store_true", help="train without decoders")
     parser.add_argument(
+        "--head", choices=HEADS, default="regressor", help="what counts (default: %(default)s)"
+    )
+    parser.add_argument(
         "--init", default="scratch", help="scratch, or a checkpoint to continue (a later stage)"
     )
     parser.add_argument("--seed", type=int, default=0)
@@ -180,6 +185,7 @@ def main(argv=None) -> int:
     config = TrainConfig(
         init=args.init,
         decoder=not args.no_decoder,
+        head=args.head,  # explicit: the rendered scenes carry their cells
         epochs=args.epochs,
         minutes=args.minutes,
         synthetic_ratio=args.synthetic_ratio,

@@ -124,6 +124,21 @@ def test_a_transfer_adds_a_density_head_and_learns_from_the_cells(tmp_path):
     assert counted.estimates.shape == (4, 1) and np.isfinite(counted.estimates).all()
 
 
+@pytest.mark.parametrize("clicked, head", [(True, "density"), (False, "regressor")])
+def test_a_transfer_counts_with_a_density_head_when_the_labels_mark_cells(tmp_path, clicked, head):
+    start = tmp_path / "start.pt"
+    save_checkpoint(start, TwinVAE(TINY))  # the regressor, as the shipped model
+    batch = generate(12, SynthConfig(), rng=0)
+    cells = tuple(cells_per_image(batch.centres, 12)) if clicked else None
+    natural = NaturalSet(batch.images, batch.counts, np.ones(12, dtype=bool), cells)
+    config = TrainConfig(init=str(start), epochs=1, batch_size=8, device="cpu")
+    result = train(natural, config)
+    assert result.model.config.head == head
+    assert result.summary()["config"]["head"] is None  # the choice was left to the run
+    kept = TrainConfig(init=str(start), epochs=1, batch_size=8, device="cpu", head="regressor")
+    assert train(natural, kept).model.config.head == "regressor"
+
+
 def test_a_model_file_from_before_the_density_head_loads_and_counts_with_the_regressor():
     old = load_checkpoint(default_model_path())
     assert old.config.head == "regressor" and old.model.density_head is None

@@ -84,7 +84,7 @@ def add_parser(subparsers) -> None:
         metavar="|".join(HEADS),
         help="what counts: the paper's regressor, or a density map learned from where the cells "
         "are (clicked points, synthetic centres); a start model without one gets a new density "
-        "head (default: the start model's)",
+        "head (default: density with a Points CSV of clicked cells, else the start model's)",
     )
     parser.add_argument(
         "--epochs",

@@ -78,7 +78,7 @@ class Run:
         self.device = select_device(cfg.device)
         torch.manual_seed(cfg.seed)  # dropout and the VAE's sampling draw from the global RNG
         self.info = dict(start.info)
-        self.model = self._start_model(start)
+        self.model = self._start_model(start, natural)
         if cfg.dropout is not None:
             # Dropout shifts what the later LeakyReLUs see, so a model counts a cell or so
             # differently in eval mode than it learned to; a last phase without it removes that.
@@ -124,7 +124,7 @@ class Run:
             precision=self.precision.name,
         )
 
-    def _start_model(self, start: StartModel) -> TwinVAE:
+    def _start_model(self, start: StartModel, natural: NaturalSet) -> TwinVAE:
         cfg = self.cfg
         if start.model is None:
             config = (
@@ -132,9 +132,12 @@ class Run:
             )
             return TwinVAE(config)
         model = start.model.float().train()
-        if cfg.head is not None and cfg.head != model.config.head:
-            self.info["head"] = f"{model.config.head} -> {cfg.head}"
-            model.set_head(cfg.head)
+        head = cfg.head
+        if head is None and model.density_head is None and marks_cells(natural):
+            head = "density"  # the clicks say where the cells are: learn from them
+        if head is not None and head != model.config.head:
+            self.info["head"] = f"{model.config.head} -> {head}"
+            model.set_head(head)
         return model
 
     # -- the loop --------------------------------------------------------------------------
@@ -371,6 +374,15 @@ class Run:
 
     def close(self) -> None:
         self.data.close()
+
+
+def marks_cells(natural: NaturalSet) -> bool:
+    """Whether any labeled frame says where its cells are (clicked points, "no cells" marks)."""
+    if natural.cells is None:
+        return False
+    return any(
+        c is not None for c, keep in zip(natural.cells, natural.labeled, strict=True) if keep
+    )
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:

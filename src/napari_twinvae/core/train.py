@@ -68,8 +68,10 @@ class TrainConfig(JsonConfig):
     device: str = "auto"
     augmentation: Augmentation = Augmentation()
     model: ModelConfig = ModelConfig()  # network shape when training from scratch
-    # what counts: None keeps the start model's head; "density" adds a density head to a model
-    # that has none (a transfer from the shipped regressor model), "regressor" drops one
+    # what counts: "density" adds a density head to a model that has none (a transfer from the
+    # shipped regressor model), "regressor" drops one; None keeps the start model's, except that
+    # a transfer whose labels say where the cells are (clicks) gains a density head: it counted
+    # better than the regressor on both real sets (docs/density.md)
     head: str | None = None
     # bfloat16 autocast of the convolutions on CUDA (float16 on GPUs without bfloat16) and on
     # CPUs with native bfloat16 (AVX512-BF16 or AMX); float32 elsewhere
