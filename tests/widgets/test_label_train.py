@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from qtpy.QtWidgets import QFileDialog
 
-from napari_twinvae._widgets import _label_train, _labeling, _workers
+from napari_twinvae._widgets import _count_handoff, _label_train, _labeling, _workers
 from napari_twinvae._widgets._annotation import ANNOTATION_ROLE, EMPTY_FRAMES_KEY
 from napari_twinvae._widgets._label_train import LabelTrainDock
 from napari_twinvae._widgets._layers import OWNER_KEY
@@ -24,7 +24,7 @@ PLUGIN = "napari-twinvae"
 def messages(monkeypatch):
     """Notifications the dock shows, by kind."""
     seen = {"error": [], "warning": [], "info": []}
-    for module in (_label_train, _labeling, _workers):
+    for module in (_label_train, _labeling, _workers, _count_handoff):
         for kind in seen:
             monkeypatch.setattr(module, f"show_{kind}", seen[kind].append, raising=False)
     return seen

@@ -1,21 +1,18 @@
 """The "Label & train" dock: click cells on your frames, then train a Twin-VAE on them.
 
-The labeling half is :class:`~._labeling.LabelingPanel`; the live plot is
-:class:`~._train_plot.TrainingPlot`. Training snapshots the labels and settings on the GUI
-thread and runs ``core.train.Training`` in a worker; Stop closes it within one batch and keeps
-the best model so far. The trained model is saved through a file chooser and can be handed to
-the "Count cells" dock.
+Its parts: labeling (:mod:`~._labeling`), the live plot (:mod:`~._train_plot`), the choices and
+the worker's run (:mod:`~._training`), the hand-off to Count cells (:mod:`~._count_handoff`).
+Training snapshots the labels and settings on the GUI thread and runs ``core.train.Training`` in
+a worker; Stop ends it within one batch and keeps the best model so far, saved through a chooser.
 """
 
 from __future__ import annotations
 
 import datetime
 import math
-from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import npe2
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -28,10 +25,10 @@ from magicgui.widgets import (
 )
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtWidgets import QDockWidget, QFileDialog, QMessageBox
+from qtpy.QtWidgets import QFileDialog, QMessageBox
 
 from napari_twinvae._widgets._annotation import image_stack
-from napari_twinvae._widgets._count import CountDock
+from napari_twinvae._widgets._count_handoff import hand_to_count_dock
 from napari_twinvae._widgets._forms import (
     default_folder,
     file_stem,
@@ -43,62 +40,26 @@ from napari_twinvae._widgets._forms import (
 from napari_twinvae._widgets._label_next import LabelNext, ranking_model
 from napari_twinvae._widgets._labeling import LabelingPanel
 from napari_twinvae._widgets._train_plot import TrainingPlot, describe, outcome
+from napari_twinvae._widgets._training import (
+    HEADS_SHOWN,
+    MODALITIES,
+    START_HEAD,
+    START_MODELS,
+    STRATEGIES,
+    TrainJob,
+    prepare_and_train,
+)
 from napari_twinvae._widgets._workers import let_go, start_worker
 from napari_twinvae.core.chambers import resized_whole_frame
-from napari_twinvae.core.config import HEADS, IMAGE_SIZE
+from napari_twinvae.core.config import IMAGE_SIZE
 from napari_twinvae.core.device import available_devices
-from napari_twinvae.core.freezing import FREEZE_STRATEGIES
-from napari_twinvae.core.io import CheckpointError, default_model_path
-from napari_twinvae.core.synthetic import PRESETS
+from napari_twinvae.core.io import default_model_path
 from napari_twinvae.core.train import TrainConfig, Training, TrainProgress
-from napari_twinvae.core.trainset import check_labels, iter_natural_set, load_start
+from napari_twinvae.core.trainset import check_labels
 from napari_twinvae.core.validation import HELD_OUT_NOTE
 
 if TYPE_CHECKING:
     import napari
-
-PLUGIN = "napari-twinvae"
-COUNT_DOCK = "Count cells"
-START_MODELS = [("default model", "default"), ("model file", "file"), ("from scratch", "scratch")]
-_STRATEGY_NAMES = {
-    "none": "none: every layer trains",
-    "core": "freeze the shared core",
-    "outer": "freeze the outer layers",
-    "thaw": "thaw in five stages",
-}
-# core.train's strategies; "counting" (train the decoders only) is left to the command line
-STRATEGIES = [(_STRATEGY_NAMES[s], s) for s in FREEZE_STRATEGIES if s in _STRATEGY_NAMES]
-_PRESET_NAMES = {"pc": "phase contrast", "bf": "bright field"}
-MODALITIES = [(_PRESET_NAMES.get(p, p), p) for p in PRESETS]
-_HEAD_NAMES = {
-    "regressor": "regressor (the paper's)",
-    "density": "density map (learns where the cells are)",
-}
-START_HEAD = "start"  # the head choice that keeps the start model's (TrainConfig.head None)
-HEADS_SHOWN = [("the start model's head", START_HEAD)] + [(_HEAD_NAMES.get(h, h), h) for h in HEADS]
-_CROP_CHUNK = 64  # frames cropped per step while preparing, so Stop is honoured there too
-
-
-class _Job:
-    """One run: its settings, and what the worker leaves behind (the Training, whose result
-    survives a Stop)."""
-
-    def __init__(self, config: TrainConfig) -> None:
-        self.config = config
-        self.training: Training | None = None
-        self.returned = False
-        self.failed = False
-
-
-def prepare_and_train(frames, regions, annotation, config: TrainConfig, job: _Job) -> Generator:
-    """Worker: crop and normalise every chamber as the start model does, then train (the same
-    path from labels to a training set as ``napari-twinvae train``)."""
-    start = load_start(config.init)  # read once: its normalisation crops, its weights train
-    natural = yield from iter_natural_set(
-        frames, annotation, regions, start.normalization, _CROP_CHUNK
-    )
-    job.training = Training(natural, config, start=start)
-    return (yield from job.training.run())
 
 
 class LabelTrainDock(Container):
@@ -108,7 +69,7 @@ class LabelTrainDock(Container):
         super().__init__(labels=False)
         self._viewer = viewer
         self._worker = self._finished_worker = None
-        self._job: _Job | None = None
+        self._job: TrainJob | None = None
         self._pbar = None
         self._trained: Training | None = None  # the last run with a result
         self.model_path: Path | None = None  # where that result was saved
@@ -266,7 +227,7 @@ class LabelTrainDock(Container):
                 f"frame is resized to {IMAGE_SIZE}x{IMAGE_SIZE}; draw one rectangle per chamber "
                 "in a Shapes layer and choose it as 'chambers' to count per chamber"
             )
-        self._trained, self.model_path, self._job = None, None, _Job(config)
+        self._trained, self.model_path, self._job = None, None, TrainJob(config)
         self.plot.clear("preparing the frames…")
         self._pbar = progress(total=0, desc="Twin-VAE training: preparing")
         self._set_running(True)
@@ -398,41 +359,7 @@ class LabelTrainDock(Container):
         show_info(f"saved the model to {saved}")
 
     def _on_count_with_model(self, value=None) -> None:
-        if self.model_path is None:
-            show_error("save the model first")
-            return
-        dock = self._count_dock()
-        if not callable(getattr(dock, "use_model", None)):
-            show_error(
-                f"the '{COUNT_DOCK}' dock is not available in this installation; "
-                f"the model is saved at {self.model_path}"
-            )
-            return
-        try:
-            dock.use_model(self.model_path)
-        except (ValueError, OSError, CheckpointError) as err:
-            show_error(f"could not use the model: {err}")
-
-    def _count_dock(self):
-        """The open Count cells dock (shown), else a new one under the name the Plugins menu
-        gives it, so that the menu and this button share one dock; None when there is none."""
-        window = self._viewer.window
-        for widget in window.dock_widgets.values():
-            if isinstance(widget, CountDock):
-                _show_dock_of(widget.native)
-                return widget
-        try:
-            display_name = npe2.PluginManager.instance().get_manifest(PLUGIN).display_name
-        except KeyError:  # not registered with npe2 (a development checkout)
-            display_name = None
-        if display_name is None:
-            try:
-                return window.add_plugin_dock_widget(PLUGIN, COUNT_DOCK)[1]
-            except (KeyError, ValueError, ImportError):
-                return None
-        dock = CountDock(self._viewer)
-        window.add_dock_widget(dock, name=f"{COUNT_DOCK} ({display_name})")
-        return dock
+        hand_to_count_dock(self._viewer, self.model_path)
 
     # -- helpers ---------------------------------------------------------------------------
     def _ranking_model(self) -> Path:
@@ -469,13 +396,3 @@ class LabelTrainDock(Container):
     def _confirm(self, question: str) -> bool:
         answer = QMessageBox.question(self.native, "Label & train", question)
         return answer == QMessageBox.StandardButton.Yes
-
-
-def _show_dock_of(widget) -> None:
-    """Show and raise the dock that holds ``widget`` (the user may have hidden it)."""
-    parent = widget
-    while parent is not None and not isinstance(parent, QDockWidget):
-        parent = parent.parentWidget()
-    if parent is not None:
-        parent.show()
-        parent.raise_()
