@@ -266,7 +266,7 @@ def test_a_density_head_learns_from_the_clicked_cells_in_the_dock(
     dock_on, qtbot, tmp_path, monkeypatch, watch, small_network
 ):
     viewer, dock = _train_dock(dock_on, epochs=1)
-    assert dock.config().head is None  # the start model's head unless asked
+    assert dock.config().head is None  # automatic unless asked (core: Run._start_model)
     dock._decoder.value = False
     dock._head.value = "density"
     target = tmp_path / "density.pt"

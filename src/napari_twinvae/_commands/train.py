@@ -280,11 +280,11 @@ def load_natural(args: argparse.Namespace, normalization):
                 "to 128x128 (mark chambers with --rois for better counts)"
             )
     try:
-        check_labels(stack, annotation, regions)
+        checked = check_labels(stack, annotation, regions)
     except ValueError as err:
         raise UsageError(f"{labels}: {err}") from None
     try:
-        natural = drain(iter_natural_set(stack, annotation, regions, normalization, _CHUNK))
+        natural = drain(iter_natural_set(stack, checked, regions, normalization, _CHUNK))
     except ValueError as err:  # e.g. NaN in a labeled frame
         raise UsageError(f"{images}: {err}") from None
     for note in notes:  # once the inputs are known to be usable: a refusal is one line

@@ -236,7 +236,7 @@ class LabelTrainDock(Container):
             prepare_and_train,
             frames,
             regions,
-            annotation,
+            labels,
             config,
             self._job,
             yielded=self._on_progress,

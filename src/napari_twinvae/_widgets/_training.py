@@ -31,8 +31,11 @@ _HEAD_NAMES = {
     "regressor": "regressor (the paper's)",
     "density": "density map (learns where the cells are)",
 }
-START_HEAD = "start"  # the head choice that keeps the start model's (TrainConfig.head None)
-HEADS_SHOWN = [("the start model's head", START_HEAD)] + [(_HEAD_NAMES.get(h, h), h) for h in HEADS]
+# the head choice TrainConfig.head None: the start model's, or a density map learned from clicks
+START_HEAD = "start"
+HEADS_SHOWN = [("automatic (a transfer on clicks learns a density map)", START_HEAD)] + [
+    (_HEAD_NAMES.get(h, h), h) for h in HEADS
+]
 _CROP_CHUNK = 64  # frames cropped per step while preparing, so Stop is honoured there too
 
 
@@ -47,12 +50,11 @@ class TrainJob:
         self.failed = False
 
 
-def prepare_and_train(frames, regions, annotation, config: TrainConfig, job: TrainJob) -> Generator:
-    """Worker: crop and normalise every chamber as the start model does, then train (the same
-    path from labels to a training set as ``napari-twinvae train``)."""
+def prepare_and_train(frames, regions, labels, config: TrainConfig, job: TrainJob) -> Generator:
+    """Worker: crop and normalise every chamber as the start model does, then train on the
+    checked ``labels`` (the same path from labels to a training set as ``napari-twinvae
+    train``)."""
     start = load_start(config.init)  # read once: its normalisation crops, its weights train
-    natural = yield from iter_natural_set(
-        frames, annotation, regions, start.normalization, _CROP_CHUNK
-    )
+    natural = yield from iter_natural_set(frames, labels, regions, start.normalization, _CROP_CHUNK)
     job.training = Training(natural, config, start=start)
     return (yield from job.training.run())

@@ -40,19 +40,20 @@ def check_labels(
 
 def iter_natural_set(
     frames,
-    annotation: Annotation,
+    labels: Labels,
     regions: Sequence[Region] | None = None,
     normalization: Normalization | None = None,
     chunk: int = 64,
 ) -> Generator[tuple[int, int], None, NaturalSet]:
-    """Check the labels, crop and normalise every chamber, and return the :class:`NaturalSet`.
+    """Crop and normalise every chamber and return the :class:`NaturalSet` of these ``labels``
+    (from :func:`check_labels` on the same frames and regions, which the caller runs first to
+    refuse bad labels before any cropping).
 
     Yields (frames cropped, frames) after every ``chunk`` frames, so that a worker can report
     and stop there and a memory-mapped stack is read one chunk at a time.
     """
     stack = as_frames(frames)
     boxes = check_regions(regions, stack.shape[1:]) if regions else None
-    labels = check_labels(stack, annotation, boxes)
     crops = yield from iter_chamber_crops(stack, boxes, normalization, chunk)
     return natural_set(crops, labels)
 
