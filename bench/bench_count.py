@@ -4,8 +4,8 @@ The counting path costs 104.7 M multiply-adds per image (the authors' network); 
 speed measured in the same run, that allows ``limit_images_per_s``. The machines are shared and
 noisy, so the matmul limit and the counting speed are measured in alternating rounds and the best
 of each counts. These rates count each image once (``views=1``), so they compare one pass of the
-network with the limit; a default count averages eight orientations of each chamber
-(``core.predict.DEFAULT_VIEWS``) and costs eight passes. Also reported: the network alone on ready
+network with the limit; a default count averages the four turns of each chamber
+(``core.predict.DEFAULT_VIEWS``) and costs four passes. Also reported: the network alone on ready
 crops, the authors' full forward pass (encoder + decoder, NCHW) for comparison, and
 (``--series``) seconds to count a series of that many frames end to end from a TIFF on disk, with
 the default views and with one; and the same rate and series for a model with a density head

@@ -60,21 +60,33 @@ def test_iter_count_equals_full_forward_on_the_chamber_crops(checkpoint, frames)
     assert result.regions == regions
 
 
-def test_eight_views_average_every_turn_and_mirror_image(checkpoint, frames):
+@pytest.mark.parametrize("views", [4, 8])
+def test_views_average_the_four_turns_and_with_eight_the_mirror_images(checkpoint, frames, views):
     regions = [(0, 0, 96, 80), (10, 70, 90, 160)]
-    result = count(frames, checkpoint, regions, batch_size=4, device="cpu")  # the default: 8
+    result = count(frames, checkpoint, regions, batch_size=4, device="cpu", views=views)
     crops = chamber_crops(frames, regions, checkpoint.normalization)
     turned = [np.rot90(crops, k, axes=(-2, -1)) for k in range(4)]
-    orientations = turned + [np.flip(t, -1) for t in turned]
+    orientations = turned + [np.flip(t, -1) for t in turned][: views - 4]
     expected = np.mean(
         [_full_forward_counts(checkpoint, np.ascontiguousarray(o)) for o in orientations], axis=0
     )
     np.testing.assert_allclose(result.estimates.ravel(), expected, rtol=1e-5, atol=1e-5)
 
 
+def test_the_default_count_averages_the_four_turns(checkpoint, frames):
+    default = count(frames[:2], checkpoint, device="cpu").estimates
+    np.testing.assert_array_equal(
+        default, count(frames[:2], checkpoint, device="cpu", views=4).estimates
+    )
+
+
 @pytest.mark.parametrize(
     ("views", "moves"),
-    [(2, ["mirror"]), (4, ["mirror", "flip"]), (8, ["mirror", "flip", "transpose"])],
+    [
+        (2, ["half turn"]),
+        (4, ["half turn", "quarter turn"]),
+        (8, ["half turn", "quarter turn", "mirror", "flip", "transpose"]),
+    ],
 )
 def test_the_count_does_not_change_when_the_chamber_is_turned_or_mirrored(
     checkpoint, frames, views, moves
@@ -82,6 +94,8 @@ def test_the_count_does_not_change_when_the_chamber_is_turned_or_mirrored(
     frame = frames[:1]
     reference = count(frame, checkpoint, device="cpu", views=views).estimates
     move = {
+        "half turn": frame[:, ::-1, ::-1],
+        "quarter turn": np.rot90(frame, 1, axes=(1, 2)),
         "mirror": frame[..., ::-1],
         "flip": frame[:, ::-1],
         "transpose": frame.transpose(0, 2, 1),

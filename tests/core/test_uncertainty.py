@@ -51,7 +51,7 @@ def test_count_returns_an_uncertainty_per_frame_and_chamber(checkpoint, frames):
     again = count(frames, checkpoint, REGIONS, device="cpu")
     np.testing.assert_array_equal(result.uncertainty, again.uncertainty)
     small_batches = count(frames, checkpoint, REGIONS, device="cpu", batch_size=3)
-    np.testing.assert_allclose(small_batches.uncertainty, result.uncertainty, atol=1e-4)
+    np.testing.assert_allclose(small_batches.uncertainty, result.uncertainty, atol=1e-3)
     plain = count(frames, checkpoint, REGIONS, device="cpu", uncertainty=False)
     np.testing.assert_array_equal(plain.estimates, result.estimates)
     assert plain.uncertainty is None and plain.signals is None

@@ -103,8 +103,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_VIEWS,
         help=(
             f"{', '.join(map(str, VIEWS))}: orientations of each chamber whose counts are "
-            f"averaged (default {DEFAULT_VIEWS}; 1 runs the network once per chamber instead of "
-            "eight times and counts a little less exactly)"
+            f"averaged: 2 a half turn apart, 4 the four turns, 8 with the mirror images (default "
+            f"{DEFAULT_VIEWS}; 1 runs the network once per chamber and counts a little less "
+            "exactly)"
         ),
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda[:N] or mps")

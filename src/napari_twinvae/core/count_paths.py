@@ -146,12 +146,27 @@ def _encoder_convs(model: TwinVAE, domain: str, depth: int = 4) -> nn.ModuleList
     return convs
 
 
+ORIENTATIONS = (
+    (False, ()),  # as it is
+    (False, (-2, -1)),  # a half turn
+    (True, (-2,)),  # a quarter turn (transposed, then upside down)
+    (True, (-1,)),  # three quarters
+    (False, (-1,)),  # mirrored left-right
+    (False, (-2,)),  # upside down
+    (True, ()),  # transposed
+    (True, (-2, -1)),  # mirrored across the other diagonal
+)
+"""The eight orientations of a square chamber, in the order a count takes them: 2 views are a
+half turn apart, 4 are the four turns, 8 add the mirror images. On the default model the four
+turns count as well as all eight (docs/counting.md, "Orientations") for half the passes."""
+
+
 def orientations(images: torch.Tensor, views: int) -> Iterator[torch.Tensor]:
-    """The first ``views`` orientations of images (B, 1, H, W), the images as they are first."""
-    for transpose in (False, True)[: 1 + (views == 8)]:
+    """The first ``views`` :data:`ORIENTATIONS` of images (B, 1, H, W), the images as they are
+    first."""
+    for transpose, dims in ORIENTATIONS[:views]:
         base = images.transpose(-2, -1) if transpose else images
-        for dims in ((), (-1,), (-2,), (-2, -1))[: min(views, 4)]:
-            yield base.flip(dims) if dims else base
+        yield base.flip(dims) if dims else base
 
 
 def averaged_count(path: nn.Module, images: torch.Tensor, views: int) -> torch.Tensor:

@@ -76,15 +76,16 @@ class Calibration:
 
 
 DEFAULT_CALIBRATION = Calibration(
-    weights=(-0.1672, 0.5823, 0.1397, 0.0, 0.5084),
-    bias=-0.1755,
-    mean=(-1.4758, -1.1834, -2.7461, 0.0, 2.4552),
-    scale=(0.7373, 0.5563, 0.2163, 1.0, 0.7695),
-    source="default model, 4000 synthetic images (seed 11, clean and hardened)",
+    weights=(-0.2296, 0.2300, 0.3532, 0.0000, 0.5722),
+    bias=-0.1468,
+    mean=(-1.4818, -1.3319, -2.8071, 0.0000, 2.4549),
+    scale=(0.7412, 0.6386, 0.1097, 1.0000, 0.7699),
+    source="default model, 4 views, 4000 synthetic images (seed 11, clean and hardened)",
 )
 """Fitted by ``bench/eval_uncertainty.py --fit`` (its printout, rounded): the default model on
-1,000 clean and 1,000 hardened synthetic images per preset. It has never seen a density head's
-peaks (weight 0); fit one on labeled frames for such a model (:func:`fit_calibration`)."""
+1,000 clean and 1,000 hardened synthetic images per preset, counted with the default views.
+It has never seen a density head's peaks (weight 0); a training run that holds labeled frames
+out rescales it (core.run_calibration)."""
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
