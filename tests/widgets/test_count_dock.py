@@ -16,7 +16,7 @@ from napari_twinvae._widgets._count import (
 from napari_twinvae._widgets._layers import OWNER_KEY, find_owned
 from napari_twinvae.core.io import load_checkpoint
 from napari_twinvae.core.model_view import ModelView
-from napari_twinvae.core.predict import count
+from napari_twinvae.core.predict import DEFAULT_VIEWS, count
 
 PLUGIN = "napari-twinvae"
 
@@ -82,7 +82,7 @@ def test_rerun_updates_the_layers_in_place_and_keeps_the_users_choices(
     assert layers[COUNT_ROLE].nshapes == 2 and layers[RECONSTRUCTION_ROLE].visible
     assert dock.result.regions == [(0, 0, 128, 64), (0, 64, 128, 128)]
     assert dock._plot.counts.shape == (12, 2)
-    assert dock._views.value == 8  # every orientation, unless the user wants speed
+    assert dock._views.value == DEFAULT_VIEWS  # the four turns, unless the user wants speed
     dock._views.value = 1
     _count_now(dock, qtbot)
     assert len(viewer.layers) == n_layers
