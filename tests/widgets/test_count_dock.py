@@ -7,11 +7,11 @@ import pytest
 from qtpy.QtCore import QPoint, Qt
 
 from napari_twinvae._widgets import _count
-from napari_twinvae._widgets._count import (
+from napari_twinvae._widgets._count import CountDock
+from napari_twinvae._widgets._count_layers import (
     COUNT_ROLE,
     RECONSTRUCTION_ROLE,
     SYNTHETIC_VIEW_ROLE,
-    CountDock,
 )
 from napari_twinvae._widgets._layers import OWNER_KEY, find_owned
 from napari_twinvae.core.io import load_checkpoint

@@ -1,10 +1,11 @@
 """The "Count cells" dock: count every chamber in every frame of an image layer.
 
 Counting runs in a worker (``core.predict.iter_count``) with napari's progress bar and a Stop
-button. The results go into layers this plugin owns, one set per image layer, updated in place
-on re-runs: the chamber rectangles with each chamber's count for the current frame as text
-(counts in the features table), the model's reconstruction and its "synthetic view" (natural
-encoder, synthetic decoder; computed lazily, frame by frame). A growth-curve plot docks beside.
+button. The results go into layers this plugin owns (``_count_layers``), one set per image
+layer, updated in place on re-runs: the chamber rectangles with each chamber's count for the
+current frame as text (counts in the features table), the model's reconstruction and its
+"synthetic view" (natural encoder, synthetic decoder; computed lazily, frame by frame). A
+growth-curve plot docks beside.
 
 No ``from __future__ import annotations`` here: magicgui reads annotations at runtime.
 """
@@ -20,23 +21,25 @@ from napari.layers import Image, Shapes
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
 
-from napari_twinvae._widgets._annotation import PREDICTED_CELLS_ROLE
 from napari_twinvae._widgets._check import CheckList, center_on_chamber
+from napari_twinvae._widgets._count_layers import (
+    OWN_ROLES,
+    show_cells,
+    show_counts,
+    show_frame_counts,
+    show_model_views,
+)
 from napari_twinvae._widgets._growth import GrowthCurve
 from napari_twinvae._widgets._layers import (
     current_frame,
-    find_owned,
     frame_axis,
     go_to_frame,
     role_of,
-    update_or_add,
 )
 from napari_twinvae._widgets._workers import let_go, start_worker
 from napari_twinvae.core.chambers import fit_regions, regions_from_shapes, resized_whole_frame
 from napari_twinvae.core.device import available_devices
 from napari_twinvae.core.io import default_model_path, load_model, resolve_model
-from napari_twinvae.core.metrics import count_flags
-from napari_twinvae.core.model_view import ModelView
 from napari_twinvae.core.predict import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_VIEWS,
@@ -45,10 +48,6 @@ from napari_twinvae.core.predict import (
 )
 from napari_twinvae.core.predict import write_counts_csv as _write_counts_csv
 
-COUNT_ROLE = "counts"
-RECONSTRUCTION_ROLE = "reconstruction"
-SYNTHETIC_VIEW_ROLE = "synthetic view"
-OWN_ROLES = (COUNT_ROLE, RECONSTRUCTION_ROLE, SYNTHETIC_VIEW_ROLE, PREDICTED_CELLS_ROLE)
 DEFAULT_MODEL, MODEL_FILE = "default model", "model file"
 
 
@@ -279,21 +278,10 @@ class CountDock(Container):
             return
         self._run = _Run(image, result, frame_axis(image))
         frames = image.data[0] if image.multiscale else image.data
-        self._count_layer(image, result)
+        show_counts(self._viewer, image, result)
         if result.cells is not None:
             show_cells(self._viewer, image, result)
-        for role, decoder in ((RECONSTRUCTION_ROLE, "natural"), (SYNTHETIC_VIEW_ROLE, "synthetic")):
-            view = ModelView(frames, checkpoint, regions, decoder)
-            kwargs = {
-                "name": f"{image.name} {role}",
-                "contrast_limits": (0.0, 1.0),
-                "scale": tuple(image.scale),
-                "translate": tuple(image.translate),
-                "metadata": {"model": str(checkpoint.path)},
-            }
-            if find_owned(self._viewer, role, image) is None:
-                kwargs["visible"] = False  # shown on request; they would cover the frames
-            update_or_add(self._viewer, view, kwargs, "image", role, image)
+        show_model_views(self._viewer, image, frames, checkpoint, regions)
         self._show_plot(result, doubtful=self._check.show_result(result))
         self._on_frame()
         n_frames, n_chambers = result.counts.shape
@@ -310,30 +298,6 @@ class CountDock(Container):
                 "cells per chamber the model counts; they are marked in the count layer, the "
                 "growth curve and the exported CSV (a chamber drawn wrong, or not a chamber?)"
             )
-
-    def _count_layer(self, image: Image, result) -> None:
-        rectangles = [
-            np.array([[top, left], [top, right], [bottom, right], [bottom, left]], dtype=float)
-            for top, left, bottom, right in result.regions
-        ]
-        frame = frame_axis(image)
-        kwargs = {
-            "name": f"{image.name} {COUNT_ROLE}",
-            "shape_type": "rectangle",
-            "edge_color": "#ffd21f",
-            "face_color": "transparent",
-            "edge_width": 2,
-            "scale": tuple(image.scale[-2:]),
-            "translate": tuple(image.translate[-2:]),
-            "features": _features(result, 0),
-            "text": {"string": "{label}", "anchor": "upper_left", "size": 14, "color": "#ffd21f"},
-            "metadata": {
-                "counts": result.counts.tolist(),
-                "estimates": result.estimates.tolist(),
-                "frame_axis": frame,
-            },
-        }
-        update_or_add(self._viewer, rectangles, kwargs, "shapes", COUNT_ROLE, image)
 
     # -- frames and the plot -------------------------------------------------------------------
     def _show_plot(self, result, doubtful=None) -> None:
@@ -353,13 +317,7 @@ class CountDock(Container):
 
     def _on_frame(self, event=None) -> None:
         """Show each count layer's counts for the frame the viewer is on."""
-        for layer in list(self._viewer.layers):
-            if role_of(layer) == COUNT_ROLE and "counts" in layer.metadata:
-                t = current_frame(
-                    self._viewer, layer.metadata["frame_axis"], len(layer.metadata["counts"])
-                )
-                if len(layer.data) == len(layer.metadata["counts"][t]):
-                    layer.features = _features_of(layer.metadata, t)
+        show_frame_counts(self._viewer)
         if self._run is not None:
             with contextlib.suppress(RuntimeError):  # the user closed the plot's dock
                 run = self._run
@@ -399,25 +357,6 @@ class CountDock(Container):
 
 
 # -- helpers ---------------------------------------------------------------------------------
-def show_cells(viewer, image: Image, result) -> None:
-    """The density head's peaks as a Points layer over the image, frame by frame; Label &
-    train copies a frame's cells from it into the annotation for proofreading."""
-    columns = [0, 2, 3] if image.ndim == 3 else [2, 3]
-    kwargs = {
-        "name": f"{image.name} {PREDICTED_CELLS_ROLE}",
-        "ndim": image.ndim,
-        "size": float(np.clip(np.median(image.data.shape[-2:]) / 25, 3, 20)),
-        "face_color": "transparent",
-        "border_color": "#3ce0ff",
-        "border_width": 0.15,
-        "scale": tuple(image.scale),
-        "translate": tuple(image.translate),
-        "out_of_slice_display": False,
-    }
-    data = result.cells[:, columns].astype(float)
-    update_or_add(viewer, data, kwargs, "points", PREDICTED_CELLS_ROLE, image)
-
-
 def _regions_in(shapes: Shapes, image: Image) -> list:
     """The rectangles of ``shapes`` in ``image``'s pixel coordinates (both layers' scales)."""
     if len(shapes.data) == 0:
@@ -431,22 +370,3 @@ def _regions_in(shapes: Shapes, image: Image) -> list:
             points.append(np.asarray(image.world_to_data(position))[-2:])
         vertices.append(np.array(points))
     return regions_from_shapes(vertices, shapes.shape_type)
-
-
-def _features(result, t: int) -> dict:
-    return _features_of({"counts": result.counts, "estimates": result.estimates}, t)
-
-
-def _features_of(metadata: dict, t: int) -> dict:
-    counts = np.asarray(metadata["counts"][t], dtype=np.int64)
-    estimates = np.asarray(metadata["estimates"][t], dtype=np.float64)
-    flags = count_flags(estimates)
-    return {
-        "chamber": np.arange(len(counts)),
-        "count": counts,
-        "estimate": np.round(estimates, 2),
-        "flag": flags,
-        "label": [
-            f"{n} ({flag})" if flag else str(n) for n, flag in zip(counts, flags, strict=True)
-        ],
-    }

@@ -19,7 +19,8 @@ from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 
 from napari_twinvae._widgets._annotation import image_stack
-from napari_twinvae._widgets._count import count_job, show_cells
+from napari_twinvae._widgets._count import count_job
+from napari_twinvae._widgets._count_layers import show_cells
 from napari_twinvae._widgets._forms import wrapping
 from napari_twinvae._widgets._workers import let_go, start_worker
 from napari_twinvae.core.io import resolve_model
