@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 
 from napari_twinvae.core.labels import (
+    annotation_of,
     labels_from_points,
     labels_from_table,
     load_annotation,
+    merge_annotation,
     read_labels,
     save_annotation,
 )
@@ -130,3 +132,17 @@ def test_odd_label_files_read_or_refuse_with_one_reason(tmp_path, text, message)
     else:
         with pytest.raises(ValueError, match=message):
             load_annotation(path)
+
+
+def test_a_merge_keeps_what_was_clicked_and_refuses_cells_against_no_cells_marks():
+    current = annotation_of(POINTS, marked=[1])
+    loaded = annotation_of(np.array([[0, 10, 10], [3, 40, 40]]), marked=[4])
+    new, merged = merge_annotation(current, loaded)
+    np.testing.assert_array_equal(new, [[3, 40, 40]])  # (0, 10, 10) is already there
+    assert merged.labeled_frames.tolist() == [0, 1, 2, 3, 4]
+    assert len(merged.points) == len(POINTS) + 1
+    for clash in ([[1, 5, 5]], []):  # cells on a frame marked empty, and the other way round
+        marked = [] if clash else [0]
+        other = annotation_of(np.array(clash, dtype=float).reshape(-1, 3), marked=marked)
+        with pytest.raises(ValueError, match="marked 'no cells'"):
+            merge_annotation(current, other)

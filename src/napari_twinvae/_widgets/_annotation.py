@@ -54,18 +54,6 @@ def frame_points(layer) -> np.ndarray:
     return data
 
 
-def already_clicked(new: np.ndarray, old: np.ndarray, tolerance: float = 0.01) -> np.ndarray:
-    """Which rows of ``new`` already have a point at the same place in ``old`` (per frame)."""
-    found = np.zeros(len(new), dtype=bool)
-    new_frame, old_frame = np.rint(new[:, 0]), np.rint(old[:, 0])
-    for frame in np.unique(new_frame):
-        here, there = new_frame == frame, old_frame == frame
-        if there.any():
-            gap = np.abs(new[here][:, None, 1:] - old[there][None, :, 1:]).max(axis=-1)
-            found[here] = (gap < tolerance).any(axis=1)
-    return found
-
-
 # -- napari reader and writer (see napari.yaml) ----------------------------------------------
 def write_cells(path: str, data, meta: dict) -> list[str]:
     """napari writer: a Points layer as ``<name>.cells.csv`` and its labeled frames beside it,

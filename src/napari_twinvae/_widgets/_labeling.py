@@ -21,7 +21,6 @@ from napari_twinvae._widgets._annotation import (
     CELLS_SUFFIX,
     EMPTY_FRAMES_KEY,
     PREDICTED_CELLS_ROLE,
-    already_clicked,
     empty_frames,
     frame_points,
     image_stack,
@@ -42,6 +41,7 @@ from napari_twinvae.core.labels import (
     Labels,
     annotation_of,
     load_annotation,
+    merge_annotation,
     save_annotation,
 )
 from napari_twinvae.core.trainset import check_labels
@@ -224,33 +224,26 @@ class LabelingPanel(Container):
             check_labels(stack, loaded, self.regions())
         except ValueError as err:
             raise ValueError(f"{name} does not fit {image.name}: {err}") from None
-        current = self.snapshot()
-        old_points, new_points = current.points, loaded.points
-        new = new_points[~already_clicked(new_points, old_points)]
-        clash = _marked_against_clicked(current, loaded) | _marked_against_clicked(loaded, current)
-        if clash:
-            frames = ", ".join(map(str, sorted(clash)))
+        try:
+            new, merged = merge_annotation(self.snapshot(), loaded)
+        except ValueError as err:
             raise ValueError(
-                f"{name} does not fit: frame(s) {frames} hold cells on one side and are marked "
-                "'no cells' on the other; nothing was merged (undo the marks or delete the cells "
-                "first)"
-            )
-        merged = annotation_of(
-            np.vstack([old_points, new]), [*current.labeled_frames, *loaded.labeled_frames]
-        )
+                f"{name} does not fit: {err}; nothing was merged (undo the marks or delete the "
+                "cells first)"
+            ) from None
         try:
             check_labels(stack, merged, self.regions(), max_count=MAX_COUNT)
         except ValueError as err:
             raise ValueError(f"{name} does not fit with the cells already clicked: {err}") from None
         layer = self.ensure_annotation()
         frames = loaded.labeled_frames
-        with_points = np.rint(new_points[:, 0]).astype(np.int64)
+        with_points = np.rint(loaded.points[:, 0]).astype(np.int64)
         marked = set(empty_frames(layer)) | set(np.setdiff1d(frames, with_points).tolist())
         layer.metadata[EMPTY_FRAMES_KEY] = sorted(marked)
         if len(new):
             layer.add(new if layer.ndim == 3 else new[:, 1:])
         self.refresh()
-        kept = len(new_points) - len(new)
+        kept = len(loaded.points) - len(new)
         return (
             f"loaded {len(frames)} labeled frames with {len(new)} new cells"
             + (f" ({kept} already there)" if kept else "")
@@ -463,13 +456,6 @@ class LabelingPanel(Container):
             show_info(self.load_labels(path))
         except (ValueError, OSError) as err:
             show_error(f"labels not loaded: {err}")
-
-
-def _marked_against_clicked(marking: Annotation, clicking: Annotation) -> set[int]:
-    """Frames ``marking`` marks as holding no cells on which ``clicking`` has cells."""
-    with_cells = set(np.rint(marking.points[:, 0]).astype(np.int64).tolist())
-    marked = set(marking.labeled_frames.tolist()) - with_cells
-    return marked & set(np.rint(clicking.points[:, 0]).astype(np.int64).tolist())
 
 
 def _follow(old, new, callback):

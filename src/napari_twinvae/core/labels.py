@@ -219,6 +219,43 @@ def annotation_of(points, marked: Iterable[int] = ()) -> Annotation:
     return Annotation(p, labeled_frames_of(p, marked))
 
 
+def merge_annotation(current: Annotation, loaded: Annotation) -> tuple[np.ndarray, Annotation]:
+    """``loaded`` merged into ``current``: the points of ``loaded`` not already clicked (same
+    frame and place) and the merged annotation. Nothing already clicked is replaced; a frame
+    that holds cells on one side and is marked as holding none on the other is a ValueError."""
+    new_points = loaded.points[~already_clicked(loaded.points, current.points)]
+    clash = _marked_against_clicked(current, loaded) | _marked_against_clicked(loaded, current)
+    if clash:
+        frames = ", ".join(map(str, sorted(clash)))
+        raise ValueError(
+            f"frame(s) {frames} hold cells on one side and are marked 'no cells' on the other"
+        )
+    merged = annotation_of(
+        np.vstack([current.points, new_points]),
+        [*current.labeled_frames, *loaded.labeled_frames],
+    )
+    return new_points, merged
+
+
+def already_clicked(new: np.ndarray, old: np.ndarray, tolerance: float = 0.01) -> np.ndarray:
+    """Which rows of ``new`` (frame, y, x) already have a point at the same place in ``old``."""
+    found = np.zeros(len(new), dtype=bool)
+    new_frame, old_frame = np.rint(new[:, 0]), np.rint(old[:, 0])
+    for frame in np.unique(new_frame):
+        here, there = new_frame == frame, old_frame == frame
+        if there.any():
+            gap = np.abs(new[here][:, None, 1:] - old[there][None, :, 1:]).max(axis=-1)
+            found[here] = (gap < tolerance).any(axis=1)
+    return found
+
+
+def _marked_against_clicked(marking: Annotation, clicking: Annotation) -> set[int]:
+    """Frames ``marking`` marks as holding no cells on which ``clicking`` has cells."""
+    with_cells = set(np.rint(marking.points[:, 0]).astype(np.int64).tolist())
+    marked = set(marking.labeled_frames.tolist()) - with_cells
+    return marked & set(np.rint(clicking.points[:, 0]).astype(np.int64).tolist())
+
+
 def load_annotation(path: str | os.PathLike) -> Annotation:
     """Hand labels from a file: the one reader of label files, for the command line and the docks.
 
