@@ -217,7 +217,7 @@ def test_a_training_run_rescales_the_calibration_to_its_held_out_frames(tmp_path
     assert not np.allclose(by_own.uncertainty, by_default.uncertainty)
     # the ranking is the shipped one's; only the level moves (to about half wrong here)
     order = np.argsort(by_default.uncertainty[:, 0])
-    assert np.all(np.diff(by_own.uncertainty[order, 0]) >= -1e-6)
+    assert np.all(np.diff(by_own.uncertainty[order, 0]) >= -1e-3)  # float32 rounding
 
 
 def test_held_out_counts_all_wrong_say_how_often_not_which():
@@ -238,7 +238,7 @@ def test_rescaling_keeps_the_ranking_and_moves_the_level():
     feats = rng.normal(size=(400, len(SIGNALS)))
     base = DEFAULT_CALIBRATION
     p = base.probability(feats)
-    wrong = rng.random(400) < np.clip(p + 0.3, 0, 1)  # wrong more often than the base says
+    wrong = rng.random(400) < 0.3 * p  # wrong far less often than the base says
     fit = rescaled(base, feats, wrong, "test")
     q = fit.probability(feats)
     assert abs(q.mean() - wrong.mean()) < 0.05 < abs(p.mean() - wrong.mean())
