@@ -39,8 +39,9 @@ def add_parser(subparsers) -> None:
         "train",
         help="train or transfer a model on your frames and labels",
         description=(
-            "Train a Twin-VAE on IMAGES (a TIFF stack T x H x W, one 2D image, or one position of an OME-TIFF, OME-Zarr, ND2, ... file) with the counts "
-            "in LABELS and freshly generated synthetic images, and write the best model to OUT. "
+            "Train a Twin-VAE on IMAGES (a TIFF stack T x H x W, one 2D image, or one position "
+            "of an OME-TIFF, OME-Zarr, ND2, ... file) with the counts in LABELS and freshly "
+            "generated synthetic images, and write the best model to OUT. "
             "By default a transfer from the shipped model; --init scratch trains a new one."
         ),
     )

@@ -38,15 +38,12 @@ def fit_run_calibration(
     path = counting_path(model, "natural").to(device)
     noise = latent_noise(path)
     estimates, signals = [], []
-    was_training = model.training
-    model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode():  # the path holds its own copies of the weights, in eval mode
         for i in range(0, len(frames), batch_size):
             chunk = torch.from_numpy(frames[i : i + batch_size]).unsqueeze(1).to(device)
             mean, spread = spread_count(path, chunk, views, noise)
             estimates.append(mean.cpu().numpy())
             signals.append(spread.cpu().numpy())
-    model.train(was_training)
     estimates = np.concatenate(estimates)
     wrong = round_counts(estimates) != counts
     source = (

@@ -54,10 +54,14 @@ class Calibration:
     scale: tuple[float, ...]
     source: str = ""
 
+    def score(self, feats: np.ndarray) -> np.ndarray:
+        """Features (..., len(SIGNALS)) -> the logit of :meth:`probability`."""
+        z = (np.asarray(feats, dtype=np.float64) - self.mean) / self.scale
+        return z @ np.asarray(self.weights) + self.bias
+
     def probability(self, feats: np.ndarray) -> np.ndarray:
         """Features (..., len(SIGNALS)) -> P(rounded count is wrong), same leading shape."""
-        z = (np.asarray(feats, dtype=np.float64) - self.mean) / self.scale
-        return _sigmoid(z @ np.asarray(self.weights) + self.bias)
+        return _sigmoid(self.score(feats))
 
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "signals": list(SIGNALS)}
@@ -163,8 +167,7 @@ def rescaled(base: Calibration, feats: np.ndarray, wrong: np.ndarray, source: st
     on the ten-odd frames a training run holds out where five weights would not, and the ranking
     of ``base`` stays. Half a right and half a wrong count at the mean score keep the fit finite
     when all counts are right (or all wrong): then it says how often, not which."""
-    x = np.asarray(feats, dtype=np.float64).reshape(-1, len(SIGNALS))
-    score = ((x - base.mean) / np.asarray(base.scale)) @ np.asarray(base.weights) + base.bias
+    score = base.score(np.asarray(feats, dtype=np.float64).reshape(-1, len(SIGNALS)))
     y = np.asarray(wrong, dtype=np.float64).reshape(-1)
     if score.size != y.size or y.size == 0:
         raise ValueError(f"{score.size} feature rows but {y.size} outcomes")
