@@ -8,7 +8,9 @@ network with the limit; a default count averages the four turns of each chamber
 (``core.predict.DEFAULT_VIEWS``) and costs four passes. Also reported: the network alone on ready
 crops, the authors' full forward pass (encoder + decoder, NCHW) for comparison, and
 (``--series``) seconds to count a series of that many frames end to end from a TIFF on disk, with
-the default views and with one; and the same rate and series for a model with a density head
+the default views and with one; the count's default precision (``core.count_paths.counting_dtype``:
+bfloat16 inner convolutions on CPUs that compute it natively) against float32 throughout
+(``*_float32``; the compute limit and its ratio are float32's); and the same rate and series for a model with a density head
 (``density_*``), which counts from the first three encoder maps and the head instead (written first to a temporary folder; the file is in the page
 cache when it is read back). The last line is a JSON object.
 
@@ -33,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _compute import COUNT_FLOPS, matmul_flops  # noqa: E402
 
 from napari_twinvae.core import ModelConfig, TwinVAE  # noqa: E402
-from napari_twinvae.core.count_paths import CountingPath  # noqa: E402
+from napari_twinvae.core.count_paths import CountingPath, counting_dtype  # noqa: E402
 from napari_twinvae.core.io import load_checkpoint, save_checkpoint  # noqa: E402
 from napari_twinvae.core.predict import DEFAULT_BATCH_SIZE, DEFAULT_VIEWS, count  # noqa: E402
 
@@ -103,7 +105,7 @@ def main() -> None:
 
         count(frames[:64], checkpoint, batch_size=args.batch_size, views=1)  # warm up
         count(frames[:64], density, batch_size=args.batch_size, views=1)
-        best = {"limit": 0.0, "count": 0.0, "network": 0.0, "full": 0.0, "density": 0.0}
+        best = dict.fromkeys(["limit", "count", "float32", "network", "full", "density"], 0.0)
         full_n = min(args.n, 256)  # the full pass is slow; fewer images give the same rate
         for _ in range(args.rounds):
             best["limit"] = max(best["limit"], matmul_flops(seconds=1.0) / COUNT_FLOPS)
@@ -113,6 +115,16 @@ def main() -> None:
                     lambda: count(frames, checkpoint, batch_size=args.batch_size, views=1), args.n
                 ),
             )
+            best["float32"] = max(
+                best["float32"],
+                _rate(
+                    lambda: count(
+                        frames, checkpoint, batch_size=args.batch_size, views=1,
+                        mixed_precision=False,
+                    ),
+                    args.n,
+                ),
+            )  # fmt: skip
             best["density"] = max(
                 best["density"],
                 _rate(lambda: count(frames, density, batch_size=args.batch_size, views=1), args.n),
@@ -123,7 +135,7 @@ def main() -> None:
             best["full"] = max(
                 best["full"], _rate(lambda: _full_forward(model, crops[:full_n], 64), full_n)
             )
-        series_s, density_series_s = {}, None
+        series_s, density_series_s, float32_series_s = {}, None, None
         if args.series:
             tiff = Path(folder) / "series.tif"
             _write_series(tiff, args.series, rng)
@@ -135,17 +147,22 @@ def main() -> None:
                     for _ in range(2)
                 )
             density_series_s = _seconds(lambda: count(tiff, density, batch_size=args.batch_size))
+            float32_series_s = _seconds(
+                lambda: count(tiff, checkpoint, batch_size=args.batch_size, mixed_precision=False)
+            )
 
-    ratio = best["count"] / best["limit"]
+    ratio = best["float32"] / best["limit"]
+    precision = str(counting_dtype(torch.device("cpu"))).removeprefix("torch.")
     print(
-        f"counting: {best['count']:,.0f} images/s (128x128 uint16 frames, normalised, batch "
-        f"{args.batch_size}, best of {args.rounds}); network alone {best['network']:,.0f}/s; "
-        f"authors' full forward {best['full']:,.0f}/s ({best['count'] / best['full']:.1f}x)"
+        f"counting: {best['count']:,.0f} images/s ({precision} inner convolutions; 128x128 uint16 "
+        f"frames, normalised, batch {args.batch_size}, best of {args.rounds}); float32 "
+        f"{best['float32']:,.0f}/s ({best['count'] / best['float32']:.2f}x); float32 network "
+        f"alone {best['network']:,.0f}/s; authors' full forward {best['full']:,.0f}/s"
     )
     print(
         f"matmul limit: {best['limit'] * COUNT_FLOPS / 1e9:,.1f} GFLOP/s = "
         f"{best['limit']:,.0f} images/s at {COUNT_FLOPS / 2e6:.1f} M multiply-adds each; "
-        f"ratio {ratio:.2f}"
+        f"float32 counting's ratio {ratio:.2f}"
     )
     print(
         f"density head: {best['density']:,.0f} images/s "
@@ -157,8 +174,12 @@ def main() -> None:
             f"series: {args.series:,} frames from a TIFF on disk in {seconds:.1f} s "
             f"({args.series / seconds:,.0f} frames/s, {views} view(s), best of 2)"
         )
+    if float32_series_s:
+        print(f"series in float32 throughout: {float32_series_s:.1f} s ({DEFAULT_VIEWS} views)")
     result = {
         "images_per_s": round(best["count"], 1),
+        "precision": precision,
+        "images_per_s_float32": round(best["float32"], 1),
         "limit_images_per_s": round(best["limit"], 1),
         "ratio": round(ratio, 3),
         "network_images_per_s": round(best["network"], 1),
@@ -169,6 +190,7 @@ def main() -> None:
         "views": DEFAULT_VIEWS,
         "series_seconds": round(series_s[DEFAULT_VIEWS], 2) if series_s else None,
         "series_seconds_one_view": round(series_s[1], 2) if series_s else None,
+        "series_seconds_float32": round(float32_series_s, 2) if float32_series_s else None,
         "density_images_per_s": round(best["density"], 1),
         "density_series_seconds": round(density_series_s, 2) if density_series_s else None,
         "threads": torch.get_num_threads(),

@@ -1,6 +1,6 @@
 """Run every benchmark once and write their results into README.md's benchmarks table.
 
-    PYTHONPATH=src python bench/table.py [--data DATA] [--dry-run]
+    PYTHONPATH=src python bench/table.py [--data DATA] [--dry-run] [--only SCRIPT ...]
 
 Each benchmark runs as its own process (as a user would run it) and its last output line, a JSON
 object, becomes rows of the table, each naming the command that produced it. The table sits
@@ -10,7 +10,8 @@ every speed is reported beside the machine's own compute limit measured in the s
 
 DATA is a folder that holds the annotated real sets ``usiigaci_phc`` and ``yit_bf_yeast`` (not
 part of the repository); the table names it ``DATA``. Without ``--data`` the real-data rows are
-left out.
+left out. ``--only`` reruns some scripts and keeps the other rows as the table has them (the
+date line says which were rerun).
 """
 
 from __future__ import annotations
@@ -49,16 +50,20 @@ def shown(command: list[str]) -> str:
     return "`" + " ".join(["python", *words]) + "`"
 
 
-def rows_for(data: Path | None) -> list[tuple[str, str, str]]:
-    rows: list[tuple[str, str, str]] = []
+Row = tuple[str, str, str]
+
+
+def count_rows(data: Path | None) -> list[Row]:
+    rows: list[Row] = []
     cmd = ["bench/bench_count.py"]
     r = run(cmd)
     rows.append(
         (
             "Counting, 128x128 frames",
             (
-                f"{r['images_per_s']:,.0f} images/s = {r['ratio']:.0%} of the compute limit "
-                f"({r['limit_images_per_s']:,.0f} images/s)"
+                f"{r['images_per_s']:,.0f} images/s ({r['precision']} inner convolutions); "
+                f"{r['images_per_s_float32']:,.0f} in float32 = {r['ratio']:.0%} of the float32 "
+                f"compute limit ({r['limit_images_per_s']:,.0f} images/s)"
             ),
             shown(cmd),
         )
@@ -69,11 +74,18 @@ def rows_for(data: Path | None) -> list[tuple[str, str, str]]:
                 f"Counting a {r.get('series_frames', 10000):,}-frame TIFF series end to end",
                 (
                     f"{r['series_seconds']:.0f} s ({r['views']} orientations averaged, the "
-                    f"default); {r['series_seconds_one_view']:.0f} s with `--views 1`"
+                    f"default); {r['series_seconds_one_view']:.0f} s with `--views 1`; "
+                    f"{r['series_seconds_float32']:.0f} s with `--float32`; a model with a "
+                    f"density head {r['density_series_seconds']:.0f} s"
                 ),
                 shown(cmd),
             )
         )
+    return rows
+
+
+def train_rows(data: Path | None) -> list[Row]:
+    rows: list[Row] = []
     cmd = ["bench/bench_train.py"]
     r = run(cmd)
     rows.append(
@@ -94,6 +106,11 @@ def rows_for(data: Path | None) -> list[tuple[str, str, str]]:
             shown(cmd),
         )
     )
+    return rows
+
+
+def share_rows(data: Path | None) -> list[Row]:
+    rows: list[Row] = []
     cmd = ["bench/bench_share.py"]
     r = run(cmd)
     for job in ("train", "count"):
@@ -107,6 +124,11 @@ def rows_for(data: Path | None) -> list[tuple[str, str, str]]:
                 shown(cmd),
             )
         )
+    return rows
+
+
+def experiment_rows(data: Path | None) -> list[Row]:
+    rows: list[Row] = []
     cmd = ["bench/bench_experiment.py"]
     r = run(cmd)
     rows.append(
@@ -123,10 +145,18 @@ def rows_for(data: Path | None) -> list[tuple[str, str, str]]:
             shown(cmd),
         )
     )
+    return rows
+
+
+def synth_rows(data: Path | None) -> list[Row]:
     cmd = ["bench/bench_synth.py"]
     r = run(cmd)
     per = ", ".join(f"{k} {v:,.0f}" for k, v in r["per_preset"].items())
-    rows.append(("Synthetic images (128x128)", f"{per} images/s", shown(cmd)))
+    return [("Synthetic images (128x128)", f"{per} images/s", shown(cmd))]
+
+
+def real_rows(data: Path | None) -> list[Row]:
+    rows: list[Row] = []
     if data is not None:
         for name in ("usiigaci_phc", "yit_bf_yeast"):
             folder = data / name
@@ -145,12 +175,13 @@ def rows_for(data: Path | None) -> list[tuple[str, str, str]]:
                         shown(cmd),
                     )
                 )
-        rows += uncertainty_rows(data)
     return rows
 
 
-def uncertainty_rows(data: Path) -> list[tuple[str, str, str]]:
+def uncertainty_rows(data: Path | None) -> list[Row]:
     """bench/eval_uncertainty.py: the wrong counts among the most uncertain, and label next."""
+    if data is None:
+        return []
     r = run(["bench/eval_uncertainty.py", "--data", str(data)])
     cmd = shown(["bench/eval_uncertainty.py", "--data", "DATA"])
     rows = []
@@ -192,11 +223,47 @@ def uncertainty_rows(data: Path) -> list[tuple[str, str, str]]:
     return rows
 
 
-def render(rows: list[tuple[str, str, str]]) -> str:
+BENCHMARKS = {
+    "bench/bench_count.py": count_rows,
+    "bench/bench_train.py": train_rows,
+    "bench/bench_share.py": share_rows,
+    "bench/bench_experiment.py": experiment_rows,
+    "bench/bench_synth.py": synth_rows,
+    "bench/eval_real.py": real_rows,
+    "bench/eval_uncertainty.py": uncertainty_rows,
+}
+"""Each script and the rows it gives, in the table's order."""
+
+
+def rows_for(data: Path | None, only: list[str], kept: list[Row]) -> list[Row]:
+    """The table's rows: every benchmark run afresh, or with ``only`` just those scripts, the
+    other scripts' rows taken from ``kept`` (the table as it stands)."""
+    rows: list[Row] = []
+    for script, rows_of in BENCHMARKS.items():
+        if only and script not in only:
+            rows += [row for row in kept if f"python {script}" in row[2]]
+        else:
+            rows += rows_of(data)
+    return rows
+
+
+def table_rows(table: str) -> list[Row]:
+    """The (what, result, command) rows of a table that :func:`render` wrote."""
+    rows = []
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+        if line.startswith("| ") and len(cells) == 3 and cells[0] != "what":
+            rows.append((cells[0], cells[1], cells[2]))
+    return rows
+
+
+def render(rows: list[Row], only: list[str]) -> str:
+    rerun = f" ({', '.join(only)} rerun, the other rows as before)" if only else ""
     lines = [
         (
-            f"*{time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPU cores ({platform.machine()}); "
-            "regenerate with `PYTHONPATH=src python bench/table.py --data DATA`.*"
+            f"*{time.strftime('%Y-%m-%d')}{rerun}, {os.cpu_count()} CPU cores "
+            f"({platform.machine()}); regenerate with `PYTHONPATH=src python bench/table.py "
+            "--data DATA`.*"
         ),
         "",
         "| what | result | command |",
@@ -212,18 +279,27 @@ def main(argv=None) -> int:
         "--data", type=Path, help="folder of the real sets (usiigaci_phc, yit_bf_yeast)"
     )
     parser.add_argument("--dry-run", action="store_true", help="print the table, leave README")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        default=[],
+        choices=list(BENCHMARKS),
+        metavar="SCRIPT",
+        help="rerun only these scripts (e.g. bench/bench_count.py); keep the other rows",
+    )
     args = parser.parse_args(argv)
-    if args.data is None:
-        print("no --data: the real-data rows are left out", file=sys.stderr)
-    table = render(rows_for(args.data))
-    if args.dry_run:
-        print(table)
-        return 0
     text = README.read_text(encoding="utf-8")
     if BEGIN not in text or END not in text:
         raise SystemExit(f"README.md has no {BEGIN} ... {END} markers")
     head, rest = text.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1]
+    current, tail = rest.split(END, 1)
+    needs_data = {"bench/eval_real.py", "bench/eval_uncertainty.py"}
+    if args.data is None and (not args.only or needs_data & set(args.only)):
+        print("no --data: the real-data rows are left out", file=sys.stderr)
+    table = render(rows_for(args.data, args.only, table_rows(current)), args.only)
+    if args.dry_run:
+        print(table)
+        return 0
     sys.path.insert(0, str(ROOT / "src"))
     from napari_twinvae.core.io import atomic_write
 

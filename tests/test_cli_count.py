@@ -92,6 +92,16 @@ def test_views_choose_how_many_orientations_are_averaged(files, tmp_path):
     assert not np.allclose(one, eight, atol=1e-4)
 
 
+def test_float32_counts_as_the_api_does_without_mixed_precision(files, tmp_path):
+    folder, stack, model = files
+    out = tmp_path / "exact.csv"
+    argv = ["count", str(folder / "a.tif"), "--out", str(out), "--model", str(model)]
+    assert main([*argv, "--float32", "--views", "1"]) == 0
+    estimates = np.array([float(row[3]) for row in _rows(out)[1:]])
+    exact = count(stack, load_checkpoint(model), views=1, mixed_precision=False).estimates
+    np.testing.assert_allclose(estimates, exact.reshape(-1), atol=1e-4)  # the CSV's 4 decimals
+
+
 def test_count_without_model_uses_the_default_model(files, tmp_path, monkeypatch):
     folder, _, model = files
     monkeypatch.setattr("napari_twinvae.core.io.default_model_path", lambda: model)

@@ -51,6 +51,23 @@ def test_the_benchmarks_table_has_its_markers_once():
     assert text.count("<!-- /bench-table -->") == 1
 
 
+def test_rerunning_one_benchmark_keeps_every_other_row_of_the_table(monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_table", ROOT / "bench" / "table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    text = README.read_text(encoding="utf-8")
+    kept = table.table_rows(text.split(table.BEGIN)[1].split(table.END)[0])
+    assert kept and all(r[2].startswith("`python bench/") for r in kept)
+    fresh = ("Synthetic images (128x128)", "1 images/s", "`python bench/bench_synth.py`")
+    monkeypatch.setitem(table.BENCHMARKS, "bench/bench_synth.py", lambda data: [fresh])
+    rows = table.rows_for(None, ["bench/bench_synth.py"], kept)
+    synth = [i for i, r in enumerate(kept) if "bench_synth" in r[2]]
+    assert rows == kept[: synth[0]] + [fresh] + kept[synth[-1] + 1 :]
+    assert "bench/bench_synth.py rerun" in table.render(rows, ["bench/bench_synth.py"])
+
+
 def test_no_trace_of_a_development_machine_in_the_repository():
     traces = re.compile(r"/work/|/home/|/tmp/|SPEC section|development machine|was lent")
     sources = [p for d in ("src", "bench", "scripts", "tests") for p in (ROOT / d).rglob("*.py")]

@@ -8,9 +8,9 @@ import pytest
 import tifffile
 import torch
 
-from napari_twinvae.core import CheckpointError, ModelConfig, TwinVAE
+from napari_twinvae.core import CheckpointError, ModelConfig, TwinVAE, precision
 from napari_twinvae.core.chambers import chamber_crops
-from napari_twinvae.core.count_paths import CountingPath
+from napari_twinvae.core.count_paths import CountingPath, counting_dtype, counting_path
 from napari_twinvae.core.intensity import Normalization
 from napari_twinvae.core.io import load_checkpoint, read_stack
 from napari_twinvae.core.model_view import ModelView, place_crops, reconstruct, translate
@@ -50,7 +50,9 @@ def test_counting_path_equals_the_papers_network_full_forward(domain):
 
 def test_iter_count_equals_full_forward_on_the_chamber_crops(checkpoint, frames):
     regions = [(0, 0, 96, 80), (10, 70, 90, 160)]
-    result = count(frames, checkpoint, regions, batch_size=4, device="cpu", views=1)
+    result = count(
+        frames, checkpoint, regions, batch_size=4, device="cpu", views=1, mixed_precision=False
+    )
     crops = chamber_crops(frames, regions, checkpoint.normalization)
     expected = _full_forward_counts(checkpoint, crops).reshape(10, 2)
     np.testing.assert_allclose(result.estimates, expected, rtol=1e-5, atol=1e-5)
@@ -63,7 +65,9 @@ def test_iter_count_equals_full_forward_on_the_chamber_crops(checkpoint, frames)
 @pytest.mark.parametrize("views", [4, 8])
 def test_views_average_the_four_turns_and_with_eight_the_mirror_images(checkpoint, frames, views):
     regions = [(0, 0, 96, 80), (10, 70, 90, 160)]
-    result = count(frames, checkpoint, regions, batch_size=4, device="cpu", views=views)
+    result = count(
+        frames, checkpoint, regions, batch_size=4, device="cpu", views=views, mixed_precision=False
+    )
     crops = chamber_crops(frames, regions, checkpoint.normalization)
     turned = [np.rot90(crops, k, axes=(-2, -1)) for k in range(4)]
     orientations = turned + [np.flip(t, -1) for t in turned][: views - 4]
@@ -208,7 +212,9 @@ def test_the_checkpoints_normalization_is_used(tmp_path):
         fixed, chamber_crops(frames, None, Normalization("fixed", 0, 1000))
     )
     np.testing.assert_allclose(
-        count(frames, fixed, device="cpu").estimates[:, 0], expected, atol=1e-5
+        count(frames, fixed, device="cpu", mixed_precision=False).estimates[:, 0],
+        expected,
+        atol=1e-5,
     )
 
 
@@ -275,3 +281,36 @@ def test_the_callers_autograd_state_is_kept_between_batches(checkpoint, frames):
     next(counting)
     assert not torch.is_inference_mode_enabled() and torch.is_grad_enabled()
     counting.close()
+
+
+@pytest.mark.parametrize("head", ["regressor", "density"])
+def test_bfloat16_inner_convolutions_count_as_float32_does_to_a_hundredth(head):
+    torch.manual_seed(0)
+    model = TwinVAE(ModelConfig(head=head)).eval()
+    x = torch.rand(8, 1, 128, 128)
+    with torch.no_grad():
+        exact = counting_path(model)(x)
+        fast = counting_path(model, dtype=torch.bfloat16)
+        estimate = fast(x)
+    assert fast.convs[0].weight.dtype == torch.float32  # the image itself is read in float32
+    assert {c.weight.dtype for c in fast.convs[1:]} == {torch.bfloat16}
+    assert estimate.dtype == torch.float32
+    torch.testing.assert_close(estimate, exact, rtol=0.01, atol=0.01)
+
+
+def test_counts_use_bfloat16_only_where_the_cpu_computes_it_natively(monkeypatch):
+    cpu = torch.device("cpu")
+    assert counting_dtype(cpu, mixed_precision=False) == torch.float32
+    monkeypatch.setattr(precision, "cpu_has_native_bfloat16", lambda: False)
+    assert counting_dtype(cpu) == torch.float32  # emulated bfloat16 is slower than float32
+    monkeypatch.setattr(precision, "cpu_has_native_bfloat16", lambda: True)
+    assert counting_dtype(cpu) == torch.bfloat16
+
+
+def test_without_native_bfloat16_a_default_count_is_the_float32_count(
+    checkpoint, frames, monkeypatch
+):
+    monkeypatch.setattr(precision, "cpu_has_native_bfloat16", lambda: False)
+    default = count(frames, checkpoint, device="cpu", views=1).estimates
+    exact = count(frames, checkpoint, device="cpu", views=1, mixed_precision=False).estimates
+    np.testing.assert_array_equal(default, exact)

@@ -73,6 +73,7 @@ def run_experiment(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             device=str(device),
             views=args.views,
+            mixed_precision=args.mixed_precision,
             client=client,
         )
         try:

@@ -85,7 +85,7 @@ def add_parser(subparsers) -> None:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """--model, --batch-size, --views and --device, shared with ``evaluate``."""
+    """--model, --batch-size, --views, --float32 and --device, shared with ``evaluate``."""
     from napari_twinvae.core.predict import DEFAULT_BATCH_SIZE, DEFAULT_VIEWS, VIEWS
 
     parser.add_argument(
@@ -106,6 +106,15 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
             f"averaged: 2 a half turn apart, 4 the four turns, 8 with the mirror images (default "
             f"{DEFAULT_VIEWS}; 1 runs the network once per chamber and counts a little less "
             "exactly)"
+        ),
+    )
+    parser.add_argument(
+        "--float32",
+        action="store_false",
+        dest="mixed_precision",
+        help=(
+            "count in float32 throughout (default: bfloat16 inner convolutions where the CPU "
+            "computes them natively, 1.7x as fast, counts within about 0.01 cells)"
         ),
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda[:N] or mps")
@@ -176,7 +185,14 @@ def run(args: argparse.Namespace) -> int:
     results = []
     for path, stack in zip(args.images, stacks, strict=True):
         counting = iter_count(
-            stack, checkpoint, regions, args.batch_size, device, views=args.views, cells=cells
+            stack,
+            checkpoint,
+            regions,
+            args.batch_size,
+            device,
+            views=args.views,
+            cells=cells,
+            mixed_precision=args.mixed_precision,
         )
         try:
             while True:

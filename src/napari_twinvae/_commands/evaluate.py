@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
             device=device,
             frame_indices=frames,
             views=args.views,
+            mixed_precision=args.mixed_precision,
         )
     except ValueError as err:  # e.g. NaN in a labeled frame
         raise UsageError(f"{args.images}: {err}") from None

@@ -112,6 +112,7 @@ def count_chunk(
     device: str,
     views: int,
     domain: str = "natural",
+    mixed_precision: bool = True,
 ) -> np.ndarray:
     """The (frames, chambers) float32 estimates of one chunk (runs on a worker).
 
@@ -132,6 +133,7 @@ def count_chunk(
         frame_indices=np.arange(chunk.start, chunk.stop),
         views=views,
         domain=domain,
+        mixed_precision=mixed_precision,
     )
     return result.estimates
 
@@ -147,6 +149,7 @@ def iter_count_experiment(
     batch_size: int | None = None,
     device: str = "auto",
     views: int | None = None,
+    mixed_precision: bool = True,
     client=None,
     chunk_frames: int | None = None,
     retries: int = 3,
@@ -156,7 +159,8 @@ def iter_count_experiment(
     ``sources``: files (each opened with :func:`core.sources.open_positions` with ``positions``
     and ``channel``) or :class:`Position` objects. ``model``: ``"default"`` or a checkpoint file
     (every worker loads it itself). ``client``: a ``distributed.Client``; none counts here, one
-    chunk after the other. Yields :class:`ExperimentProgress` as chunks finish.
+    chunk after the other. ``mixed_precision`` as in :func:`core.predict.iter_count` (each worker
+    decides by its own CPU). Yields :class:`ExperimentProgress` as chunks finish.
     """
     from napari_twinvae.core.chambers import check_regions
     from napari_twinvae.core.inputs import check_batch_size
@@ -188,7 +192,7 @@ def iter_count_experiment(
     if client is None:
         _loaded(model, str(device))  # a bad model file is refused before anything is counted
     out = Path(out)
-    parts = _parts_folder(out, model, boxes, batch_size, views)
+    parts = _parts_folder(out, model, boxes, batch_size, views, mixed_precision)
     chunks = chunks_of(found, len(boxes), batch_size, chunk_frames)
     estimates = {p: np.empty((p.frames, len(boxes)), np.float32) for p in dict.fromkeys(found)}
     total = sum(c.stop - c.start for c in chunks)
@@ -203,7 +207,7 @@ def iter_count_experiment(
             todo.append(chunk)
     done = skipped
     yield ExperimentProgress(done, total, skipped)
-    arguments = (model, boxes, batch_size, str(device), views)
+    arguments = (model, boxes, batch_size, str(device), views, "natural", mixed_precision)
 
     def keep(chunk: Chunk, values: np.ndarray) -> None:
         estimates[chunk.position][chunk.start : chunk.stop] = values
@@ -262,7 +266,9 @@ def _counted(chunk: Chunk, run) -> np.ndarray:
         raise ValueError(f"{where}: {err}") from None
 
 
-def _parts_folder(out: Path, model: str, boxes, batch_size: int, views: int) -> Path:
+def _parts_folder(
+    out: Path, model: str, boxes, batch_size: int, views: int, mixed_precision: bool
+) -> Path:
     """``<out>.parts/``: kept for a rerun with the same settings, emptied for other settings."""
     from napari_twinvae.core.io import atomic_write
 
@@ -275,6 +281,7 @@ def _parts_folder(out: Path, model: str, boxes, batch_size: int, views: int) -> 
     )
     settings = {"model": stamp, "chambers": [[int(v) for v in b] for b in boxes], "views": views}
     settings["batch_size"] = batch_size
+    settings["mixed_precision"] = mixed_precision
     recorded = parts / "settings.json"
     if recorded.is_file():
         try:

@@ -1,6 +1,7 @@
 """The precision a training run computes in: bfloat16 autocast of the convolutions on CUDA
 (float16 on GPUs without bfloat16) and on CPUs with native bfloat16 (AVX512-BF16 or AMX);
-float32 elsewhere. The latent code, the count and the loss stay float32."""
+float32 elsewhere. The latent code, the count and the loss stay float32. A count's inner
+convolutions take the same dtype (core.count_paths.counting_dtype)."""
 
 from __future__ import annotations
 

@@ -29,6 +29,7 @@ from napari_twinvae.core.config import IMAGE_SIZE
 from napari_twinvae.core.count_paths import (
     DensityPath,
     averaged_count,
+    counting_dtype,
     counting_path,
     latent_noise,
     spread_count,
@@ -139,6 +140,7 @@ def iter_count(
     uncertainty: bool = True,
     calibration: Calibration | None = None,
     seed: int = 0,
+    mixed_precision: bool = True,
 ) -> Generator[CountProgress, None, CountResult]:
     """Count the cells of every chamber in every frame, one batch at a time.
 
@@ -153,6 +155,9 @@ def iter_count(
     core.uncertainty), from signals taken in the same passes; ``calibration`` maps them to the
     probability (default: the checkpoint's own, else the shipped one); ``seed`` seeds the latent
     samples, so the same call gives the same numbers.
+    ``mixed_precision``: the encoder's inner convolutions in bfloat16 where the CPU computes it
+    natively (core.count_paths.counting_dtype; 1.7x as fast, counts within ~0.01 cells of
+    float32's); False counts in float32 throughout.
     Yields :class:`CountProgress` after each batch (closing the generator stops between batches);
     returns a :class:`CountResult`.
     """
@@ -163,7 +168,7 @@ def iter_count(
     indices = check_indices(frame_indices, stack.shape[0])
     target = select_device(device)
     ckpt = checkpoint_of(checkpoint, target)
-    path = counting_path(ckpt.model, domain).to(target)
+    path = counting_path(ckpt.model, domain, counting_dtype(target, mixed_precision)).to(target)
     if cells and not isinstance(path, DensityPath):
         raise ValueError(
             "this model counts with the regressor and cannot say where the cells are; "
@@ -241,6 +246,7 @@ def count(
     uncertainty: bool = True,
     calibration: Calibration | None = None,
     seed: int = 0,
+    mixed_precision: bool = True,
 ) -> CountResult:
     """:func:`iter_count` run to the end."""
     return drain(
@@ -257,6 +263,7 @@ def count(
             uncertainty=uncertainty,
             calibration=calibration,
             seed=seed,
+            mixed_precision=mixed_precision,
         )
     )
 

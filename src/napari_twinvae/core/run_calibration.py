@@ -19,7 +19,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from napari_twinvae.core.count_paths import counting_path, latent_noise, spread_count
+from napari_twinvae.core.count_paths import (
+    counting_dtype,
+    counting_path,
+    latent_noise,
+    spread_count,
+)
 from napari_twinvae.core.metrics import round_counts
 from napari_twinvae.core.uncertainty import DEFAULT_CALIBRATION, Calibration, features, rescaled
 
@@ -35,7 +40,8 @@ def fit_run_calibration(
     if len(counts) == 0:
         return None
     device = next(model.parameters()).device
-    path = counting_path(model, "natural").to(device)
+    # the precision of a default count, whose estimates the calibration will read
+    path = counting_path(model, "natural", counting_dtype(device)).to(device)
     noise = latent_noise(path)
     estimates, signals = [], []
     with torch.inference_mode():  # the path holds its own copies of the weights, in eval mode
