@@ -78,3 +78,6 @@ def test_no_trace_of_a_development_machine_in_the_repository():
         for m in traces.finditer(path.read_text(encoding="utf-8"))
     ]
     assert not found
+    # the shipped model's stored training summary too (torch stores its pickle uncompressed)
+    shipped = (ROOT / "src" / "napari_twinvae" / "models" / "default.pt").read_bytes()
+    assert not re.search(traces.pattern.encode(), shipped)
