@@ -9,6 +9,7 @@ from napari_twinvae.core.labels import (
     labels_from_table,
     load_annotation,
     merge_annotation,
+    merge_fitting,
     read_labels,
     save_annotation,
 )
@@ -146,3 +147,27 @@ def test_a_merge_keeps_what_was_clicked_and_refuses_cells_against_no_cells_marks
         other = annotation_of(np.array(clash, dtype=float).reshape(-1, 3), marked=marked)
         with pytest.raises(ValueError, match="marked 'no cells'"):
             merge_annotation(current, other)
+
+
+def test_a_file_is_merged_only_when_it_and_the_merge_fit():
+    current = annotation_of(POINTS, marked=[1])  # two cells on frame 0, frame 1 marked empty
+    loaded = annotation_of(np.array([[0, 10, 10], [3, 40, 40]]), marked=[4])
+    assert loaded.empty_frames() == [4] and current.empty_frames() == [1]
+    new = merge_fitting(current, loaded, 5, (128, 128))
+    np.testing.assert_array_equal(new, [[3, 40, 40]])  # only what is not clicked yet
+    refusals = [
+        (loaded, 4, "f.csv does not fit movie: labels name frame 4, but the stack has only 4"),
+        (
+            annotation_of(np.array([[1.0, 5, 5]])),
+            5,
+            "f.csv does not fit: frame.*nothing was merged",
+        ),
+        (
+            annotation_of(np.array([[0.0, 30 + i, 5] for i in range(29)])),
+            5,
+            "f.csv does not fit with the cells already clicked: a labeled chamber holds 31",
+        ),
+    ]
+    for file, frames, message in refusals:
+        with pytest.raises(ValueError, match=message):
+            merge_fitting(current, file, frames, (128, 128), source="f.csv", target="movie")

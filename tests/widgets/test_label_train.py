@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 from qtpy.QtWidgets import QFileDialog
 
-from napari_twinvae._widgets import _count_handoff, _label_train, _labeling, _workers
+from napari_twinvae._widgets import (
+    _count_handoff,
+    _label_files,
+    _label_train,
+    _labeling,
+    _workers,
+)
 from napari_twinvae._widgets._annotation import ANNOTATION_ROLE, EMPTY_FRAMES_KEY
 from napari_twinvae._widgets._label_train import LabelTrainDock
 from napari_twinvae._widgets._layers import OWNER_KEY
@@ -24,7 +30,7 @@ PLUGIN = "napari-twinvae"
 def messages(monkeypatch):
     """Notifications the dock shows, by kind."""
     seen = {"error": [], "warning": [], "info": []}
-    for module in (_label_train, _labeling, _workers, _count_handoff):
+    for module in (_label_train, _labeling, _label_files, _workers, _count_handoff):
         for kind in seen:
             monkeypatch.setattr(module, f"show_{kind}", seen[kind].append, raising=False)
     return seen
@@ -143,21 +149,21 @@ def test_labels_round_trip_through_files_and_loading_merges(
     target = tmp_path / "movie-cells.csv"
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), ""))
     monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(target), ""))
-    _click(panel._save)
+    _click(panel.files._save)
     saved = load_annotation(target)
     np.testing.assert_allclose(saved.points, cells.data)
     np.testing.assert_array_equal(saved.labeled_frames, [0, 2, 4])
 
     viewer.layers.remove(cells)  # a fresh start: the file restores the points and the empty frame
     assert panel.cells.value is None
-    _click(panel._load)
+    _click(panel.files._load)
     restored = panel.cells.value
     np.testing.assert_allclose(restored.data, saved.points)
     assert restored.metadata[EMPTY_FRAMES_KEY] == [4]
     np.testing.assert_array_equal(np.flatnonzero(panel.labels().labeled[:, 0]), [0, 2, 4])
 
     restored.add([[5, 30, 30]])  # loading again adds only what is new; clicks stay
-    _click(panel._load)
+    _click(panel.files._load)
     assert len(restored.data) == 4 and restored.metadata[EMPTY_FRAMES_KEY] == [4]
     assert "0 new cells (3 already there)" in messages["info"][-1]
 
@@ -167,7 +173,7 @@ def test_labels_round_trip_through_files_and_loading_merges(
         ValueError,
         match="long.csv does not fit movie: labels name frame 9, but the stack has only 6",
     ):
-        panel.load_labels(other)
+        panel.files.load(other)
     assert len(restored.data) == 4  # an error changes nothing
 
 
@@ -195,9 +201,9 @@ def test_the_annotation_layer_is_reused_not_duplicated(dock_on, tmp_path):
     assert cells.ndim == 2 and cells != first
     cells.add([[4, 4]])
     assert panel.frame_info.value == "image: 1 cell"
-    panel.save_labels(tmp_path / "single.csv")  # a single frame is frame 0 in the files
+    panel.files.save(tmp_path / "single.csv")  # a single frame is frame 0 in the files
     viewer.layers.remove(cells)
-    panel.load_labels(tmp_path / "single.csv")
+    panel.files.load(tmp_path / "single.csv")
     np.testing.assert_allclose(panel.cells.value.data, [[4, 4]])
     panel.image.value = image
     assert panel.cells.value == first
@@ -546,7 +552,7 @@ def test_loading_a_frame_count_table_is_refused_with_a_clear_line(dock_on, tmp_p
         path = tmp_path / "table.csv"
         path.write_text(text)
         with pytest.raises(ValueError, match=message):
-            panel.load_labels(path)
+            panel.files.load(path)
     assert panel.cells.value is None and len(viewer.layers) == 1  # nothing was made or changed
 
 
@@ -574,12 +580,12 @@ def test_a_merge_never_overrides_no_cells_marks(dock_on, tmp_path, messages):
     clicked_on_2 = tmp_path / "clicked.csv"
     clicked_on_2.write_text("index,axis-0,axis-1,axis-2\n0,2,5,5\n")
     with pytest.raises(ValueError, match=r"frame\(s\) 2 hold cells on one side"):
-        panel.load_labels(clicked_on_2)
+        panel.files.load(clicked_on_2)
     marked_1 = tmp_path / "marked.csv"
     marked_1.write_text("index,axis-0,axis-1,axis-2\n0,3,5,5\n")
     (tmp_path / "marked.frames.csv").write_text("frame,count\n1,0\n3,1\n")
     with pytest.raises(ValueError, match=r"frame\(s\) 1 hold cells on one side"):
-        panel.load_labels(marked_1)
+        panel.files.load(marked_1)
     np.testing.assert_array_equal(cells.data, before)
     assert cells.metadata[EMPTY_FRAMES_KEY] == [2]
     crowd = tmp_path / "crowd.csv"
@@ -589,5 +595,5 @@ def test_a_merge_never_overrides_no_cells_marks(dock_on, tmp_path, messages):
     with pytest.raises(
         ValueError, match="with the cells already clicked: a labeled chamber holds 31"
     ):
-        panel.load_labels(crowd)
+        panel.files.load(crowd)
     np.testing.assert_array_equal(cells.data, before)

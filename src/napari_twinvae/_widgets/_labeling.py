@@ -1,5 +1,5 @@
-"""The labeling half of the "Label & train" dock: one click per cell, frames with no cells, a
-table of the labeled frames, and labels saved to and loaded from CSV files.
+"""The labeling half of the "Label & train" dock: one click per cell, frames with no cells, and
+a table of the labeled frames (saving and loading them: :mod:`~._label_files`).
 
 Counts follow ``core.labels``: a frame with points is labeled with their number, a frame the
 user marked as having no cells counts 0, and every other frame is unlabeled. The marked frames
@@ -8,24 +8,22 @@ live in the Points layer's metadata, so they stay with the layer.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, PushButton, Table
 from napari.layers import Image, Points, Shapes
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtWidgets import QAbstractItemView, QComboBox, QFileDialog, QHeaderView
+from qtpy.QtWidgets import QAbstractItemView, QComboBox, QHeaderView
 
 from napari_twinvae._widgets._annotation import (
     ANNOTATION_ROLE,
-    CELLS_SUFFIX,
     EMPTY_FRAMES_KEY,
     PREDICTED_CELLS_ROLE,
     empty_frames,
     frame_points,
     image_stack,
 )
-from napari_twinvae._widgets._forms import default_folder, file_stem, form, row, wrapping
+from napari_twinvae._widgets._forms import form, row, wrapping
+from napari_twinvae._widgets._label_files import LabelFiles
 from napari_twinvae._widgets._layers import (
     current_frame,
     find_owned,
@@ -35,16 +33,7 @@ from napari_twinvae._widgets._layers import (
 )
 from napari_twinvae.core.chambers import Region, fit_regions, regions_from_shapes
 from napari_twinvae.core.config import IMAGE_SIZE
-from napari_twinvae.core.counts import MAX_COUNT
-from napari_twinvae.core.labels import (
-    Annotation,
-    Labels,
-    annotation_of,
-    load_annotation,
-    merge_annotation,
-    save_annotation,
-)
-from napari_twinvae.core.trainset import check_labels
+from napari_twinvae.core.labels import Annotation, Labels, annotation_of
 
 _DONE = ("added", "removed", "changed")  # napari's data events also fire before each change
 
@@ -96,8 +85,7 @@ class LabelingPanel(Container):
         self.table.native.verticalHeader().setVisible(False)
         self.table.native.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.table.native.setMinimumHeight(120)
-        self._save = PushButton(text="Save labels…")
-        self._load = PushButton(text="Load labels…")
+        self.files = LabelFiles(self)
         self._table_frames: list[int] = []
         for label in (self.frame_info, self.summary):
             wrapping(label)
@@ -109,7 +97,7 @@ class LabelingPanel(Container):
                 self._predicted,
                 self.summary,
                 self.table,
-                row(self._save, self._load),
+                self.files,
             ]
         )
         self.image.changed.connect(self._on_image_changed)
@@ -118,8 +106,6 @@ class LabelingPanel(Container):
         self._click.changed.connect(self._on_click_cells)
         self._empty.changed.connect(self._on_empty_frame)
         self._predicted.changed.connect(self.use_predicted_cells)
-        self._save.changed.connect(self._on_save_labels)
-        self._load.changed.connect(self._on_load_labels)
         self.table.native.cellClicked.connect(self._on_row_clicked)
         for event in ("inserted", "removed", "reordered"):
             getattr(viewer.layers.events, event).connect(self._on_layers_changed)
@@ -197,58 +183,6 @@ class LabelingPanel(Container):
         self.cells.reset_choices()
         self.cells.value = layer
         return layer
-
-    def save_labels(self, path) -> tuple[Path, Path]:
-        """Write the clicked cells (napari Points CSV) and the labeled frames, atomically."""
-        layer = self.cells.value
-        if layer is None:
-            raise ValueError("there are no labels to save yet: click some cells first")
-        return save_annotation(path, frame_points(layer), empty_frames(layer))
-
-    def load_labels(self, path) -> str:
-        """Merge a labels file into the annotation: nothing already clicked is replaced, and a
-        file that does not fit (frames beyond the stack, points outside the image, more than 30
-        cells in a chamber, cells where a frame is marked 'no cells' or the other way round, a
-        ``frame,count`` table) is refused before anything changes."""
-        name = Path(path).name
-        image = self.image.value
-        stack = image_stack(image)
-        loaded = load_annotation(path)
-        if loaded.table is not None:
-            raise ValueError(
-                f"{name} is a frame,count table: counts without cell positions, and this dock "
-                "labels by clicked cells. Train on it with `napari-twinvae train IMAGES --labels "
-                f"{name}`, or load a napari Points CSV"
-            )
-        try:
-            check_labels(stack, loaded, self.regions())
-        except ValueError as err:
-            raise ValueError(f"{name} does not fit {image.name}: {err}") from None
-        try:
-            new, merged = merge_annotation(self.snapshot(), loaded)
-        except ValueError as err:
-            raise ValueError(
-                f"{name} does not fit: {err}; nothing was merged (undo the marks or delete the "
-                "cells first)"
-            ) from None
-        try:
-            check_labels(stack, merged, self.regions(), max_count=MAX_COUNT)
-        except ValueError as err:
-            raise ValueError(f"{name} does not fit with the cells already clicked: {err}") from None
-        layer = self.ensure_annotation()
-        frames = loaded.labeled_frames
-        with_points = np.rint(loaded.points[:, 0]).astype(np.int64)
-        marked = set(empty_frames(layer)) | set(np.setdiff1d(frames, with_points).tolist())
-        layer.metadata[EMPTY_FRAMES_KEY] = sorted(marked)
-        if len(new):
-            layer.add(new if layer.ndim == 3 else new[:, 1:])
-        self.refresh()
-        kept = len(loaded.points) - len(new)
-        return (
-            f"loaded {len(frames)} labeled frames with {len(new)} new cells"
-            + (f" ({kept} already there)" if kept else "")
-            + f" into {layer.name}"
-        )
 
     # -- display ---------------------------------------------------------------------------
     def refresh(self) -> None:
@@ -421,41 +355,6 @@ class LabelingPanel(Container):
             f"frame {frame}: {len(cells)} predicted cell(s) copied into {layer.name}; move, add or "
             "delete points where they are wrong"
         )
-
-    def _on_save_labels(self, value=None) -> None:
-        if self.cells.value is None:
-            show_error("there are no labels to save yet: click some cells first")
-            return
-        image = self.image.value
-        start = default_folder(image) / f"{file_stem(image)}{CELLS_SUFFIX}"
-        path, _ = QFileDialog.getSaveFileName(
-            self.native,
-            "Save labels",
-            str(start),
-            "clicked cells (*.cells.csv);;napari Points CSV (*.csv)",
-        )
-        if not path:
-            return
-        try:
-            points, frames = self.save_labels(path)
-        except (ValueError, OSError) as err:
-            show_error(f"labels not saved: {err}")
-            return
-        show_info(f"saved the labels to {points.name} and the labeled frames to {frames.name}")
-
-    def _on_load_labels(self, value=None) -> None:
-        path, _ = QFileDialog.getOpenFileName(
-            self.native,
-            "Load labels",
-            str(default_folder(self.image.value)),
-            "napari Points CSV (*.csv)",
-        )
-        if not path:
-            return
-        try:
-            show_info(self.load_labels(path))
-        except (ValueError, OSError) as err:
-            show_error(f"labels not loaded: {err}")
 
 
 def _follow(old, new, callback):

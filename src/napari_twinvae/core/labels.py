@@ -76,6 +76,11 @@ class Annotation(NamedTuple):
             )
         return labels_from_table(self.table, n_frames)
 
+    def empty_frames(self) -> list[int]:
+        """The labeled frames with no clicked cell: those marked as holding none."""
+        with_cells = np.rint(self.points[:, 0]).astype(np.int64)
+        return np.setdiff1d(self.labeled_frames, with_cells).tolist()
+
 
 def _points3(points) -> np.ndarray:
     p = np.asarray(points, dtype=np.float64)
@@ -237,6 +242,38 @@ def merge_annotation(current: Annotation, loaded: Annotation) -> tuple[np.ndarra
     return new_points, merged
 
 
+def merge_fitting(
+    current: Annotation,
+    loaded: Annotation,
+    n_frames: int,
+    frame_shape: tuple[int, int],
+    regions: Sequence[Region] | None = None,
+    source: str = "the file",
+    target: str = "the image",
+) -> np.ndarray:
+    """The clicked cells of ``loaded`` (read from file ``source``) that ``current`` (the labels
+    of image ``target``) lacks: what loading the file adds. A file that does not fit is refused
+    before anything changes, with a ValueError that says why: the file alone does not fit the
+    stack, it clashes with a 'no cells' mark, or with the cells already clicked it crowds a
+    chamber."""
+    try:
+        loaded.labels(n_frames, frame_shape, regions)
+    except ValueError as err:
+        raise ValueError(f"{source} does not fit {target}: {err}") from None
+    try:
+        new, merged = merge_annotation(current, loaded)
+    except ValueError as err:
+        raise ValueError(
+            f"{source} does not fit: {err}; nothing was merged (undo the marks or delete the "
+            "cells first)"
+        ) from None
+    try:
+        merged.labels(n_frames, frame_shape, regions, MAX_COUNT)
+    except ValueError as err:
+        raise ValueError(f"{source} does not fit with the cells already clicked: {err}") from None
+    return new
+
+
 def already_clicked(new: np.ndarray, old: np.ndarray, tolerance: float = 0.01) -> np.ndarray:
     """Which rows of ``new`` (frame, y, x) already have a point at the same place in ``old``."""
     found = np.zeros(len(new), dtype=bool)
@@ -251,9 +288,8 @@ def already_clicked(new: np.ndarray, old: np.ndarray, tolerance: float = 0.01) -
 
 def _marked_against_clicked(marking: Annotation, clicking: Annotation) -> set[int]:
     """Frames ``marking`` marks as holding no cells on which ``clicking`` has cells."""
-    with_cells = set(np.rint(marking.points[:, 0]).astype(np.int64).tolist())
-    marked = set(marking.labeled_frames.tolist()) - with_cells
-    return marked & set(np.rint(clicking.points[:, 0]).astype(np.int64).tolist())
+    clicked = np.rint(clicking.points[:, 0]).astype(np.int64).tolist()
+    return set(marking.empty_frames()) & set(clicked)
 
 
 def load_annotation(path: str | os.PathLike) -> Annotation:
