@@ -13,8 +13,8 @@ import os
 OUTCOMES = ("worked", "refused", "stopped", "traceback", "damaged")
 """worked: exit 0 (or the dock finished); refused: one clear line and exit 2 (or one notification);
 stopped: a fault (a signal, a full disk, a closed viewer) ended the run and every file is as it
-should be; traceback: anything else escaped; damaged: an input or an earlier result changed, or a
-partial file was left under a final name."""
+should be; traceback: anything else escaped; damaged: an input or an earlier result changed, a
+partial file was left under a final name, or a dock lost some of the user's annotation."""
 
 TALLY: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
 

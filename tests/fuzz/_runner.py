@@ -20,7 +20,7 @@ from napari_twinvae.cli import PROG, main
 from tests._reliability import record
 
 # Python's default filters hide these outside __main__; the command line would not show them.
-_HIDDEN = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
+HIDDEN_WARNINGS = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
 
 
 @dataclass
@@ -72,7 +72,7 @@ def run_cli(argv: list[str], keep: tuple[Path, ...] = (), results: tuple[Path, .
     if escaped is not None:
         record("traceback")
         raise AssertionError(f"{PROG} {' '.join(argv)} raised:\n{escaped}")
-    shown = [w for w in caught if not issubclass(w.category, _HIDDEN)]
+    shown = [w for w in caught if not issubclass(w.category, HIDDEN_WARNINGS)]
     lines = [line for line in err.getvalue().splitlines() if line.strip()]
     lines += [f"{w.category.__name__}: {w.message}" for w in shown]
     run = Run(status, out.getvalue(), lines)
