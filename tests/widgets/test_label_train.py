@@ -21,7 +21,7 @@ from napari_twinvae.core.config import ModelConfig
 from napari_twinvae.core.io import load_checkpoint
 from napari_twinvae.core.labels import load_annotation
 from napari_twinvae.core.synthetic import SynthConfig, generate
-from napari_twinvae.core.train import TrainConfig
+from napari_twinvae.core.train import TrainConfig, TrainProgress
 
 PLUGIN = "napari-twinvae"
 
@@ -420,13 +420,26 @@ def test_bad_input_is_reported_and_leaves_the_labels(
     assert messages["error"][-1] == "pick the image layer to label first"
 
 
+def _training_begins(slots: dict) -> None:
+    """What the worker reports: frames cropped while preparing, then a first batch trained."""
+    slots["yielded"]((1, 3))
+    first = TrainProgress(0, 1, 1, 2, {}, None, None, elapsed_s=1.0, remaining_s=None)
+    slots["yielded"](first)
+
+
 def test_whole_frames_are_resized_and_the_user_is_told(dock_on, messages, monkeypatch):
     viewer, image, dock = dock_on(np.zeros((3, 100, 140), dtype=np.uint8))
     dock.labeling.ensure_annotation().add([[0, 50, 50]])
     started = []
-    monkeypatch.setattr(_label_train, "start_worker", lambda *a, **k: started.append(a))
+    monkeypatch.setattr(_label_train, "start_worker", lambda *a, **k: started.append(k))
     dock.start_training()
-    assert started and "each whole frame is resized to 128x128" in messages["warning"][0]
+    # found by fuzzing the dock: said before the worker refused a start model, the note made
+    # two notifications of one refusal; it waits until training begins
+    assert started and messages["warning"] == []
+    _training_begins(started[0])
+    assert "each whole frame is resized to 128x128" in messages["warning"][0]
+    _training_begins(started[0])
+    assert len(messages["warning"]) == 1  # said once
 
 
 class _FakeCountDock:
@@ -526,7 +539,7 @@ def test_a_chamber_mostly_outside_the_frame_is_refused_and_said_in_the_status(
     viewer, image, dock = dock_on(np.zeros((3, 128, 128), dtype=np.uint8))
     dock.labeling.ensure_annotation().add([[0, 50, 50]])
     started = []
-    monkeypatch.setattr(_label_train, "start_worker", lambda *a, **k: started.append(a))
+    monkeypatch.setattr(_label_train, "start_worker", lambda *a, **k: started.append((a, k)))
     dock.status.value = "finished after 3 epoch(s)"  # an earlier run's line
     far = viewer.add_shapes([[[100, 100], [100, 300], [300, 300], [300, 100]]], name="far")
     dock.labeling.chambers.value = far
@@ -536,7 +549,9 @@ def test_a_chamber_mostly_outside_the_frame_is_refused_and_said_in_the_status(
     near = viewer.add_shapes([[[-3, 0], [-3, 128], [128, 128], [128, 0]]], name="near")
     dock.labeling.chambers.value = near
     dock.start_training()
-    assert started and any("reaches past" in w for w in messages["warning"])
+    assert started
+    _training_begins(started[0][1])
+    assert any("reaches past" in w for w in messages["warning"])
 
 
 def test_loading_a_frame_count_table_is_refused_with_a_clear_line(dock_on, tmp_path, messages):

@@ -190,10 +190,9 @@ class CountDock(Container):
             self._status.value = f"not counted: {err}"
             return
         image, frames, model, regions, notes = job
-        for note in notes:
-            show_warning(f"{image.name}: {note}")
+        notes = [f"{image.name}: {note}" for note in notes]
         if resized_whole_frame(frames.shape, regions):
-            show_warning(
+            notes.append(
                 f"{image.name}: whole {frames.shape[-2]}x{frames.shape[-1]} frames are resized "
                 "to 128x128; for better counts, mark each chamber with a rectangle in a Shapes "
                 "layer and choose it as chambers"
@@ -209,7 +208,7 @@ class CountDock(Container):
             self._device.value,
             int(self._views.value),
             yielded=self._on_progress,
-            returned=lambda out: self._on_counted(image, regions, *out),
+            returned=lambda out: self._on_counted(image, regions, *out, notes),
             errored=self._on_errored,
             finished=self._on_finished,
         )
@@ -271,8 +270,10 @@ class CountDock(Container):
         self._finished_worker, self._worker = self._worker, None
         self._set_running(False)
 
-    def _on_counted(self, image: Image, regions, checkpoint, result) -> None:
-        """Put the result into this image's layers, the plot and the status line."""
+    def _on_counted(self, image: Image, regions, checkpoint, result, notes=()) -> None:
+        """Put the result into this image's layers, the plot and the status line, then say the
+        ``notes`` on the inputs (a clipped chamber, resized frames): after the count, as the
+        command line does, so that an input the worker refuses gets its one error alone."""
         if image not in self._viewer.layers:
             show_info(f"{image.name} was removed while counting; the counts are not shown")
             return
@@ -290,6 +291,8 @@ class CountDock(Container):
             f"{n_frames:,} frames x {n_chambers} chamber(s) in {result.elapsed_s:.1f} s "
             f"({rate:,.0f} images/s)"
         )
+        for note in notes:
+            show_warning(note)
         flagged = int((result.flags != "").sum())
         if flagged:
             self._status.value += f"; {flagged:,} counts outside 0-30 flagged"

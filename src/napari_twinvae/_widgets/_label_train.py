@@ -218,16 +218,16 @@ class LabelTrainDock(Container):
         unsaved = self._trained is not None and self.model_path is None
         if unsaved and not self._confirm("The last trained model is not saved. Discard it?"):
             return None
-        for note in notes:
-            show_warning(note)
+        notes = list(notes)
         if resized_whole_frame(frames.shape, regions):
             height, width = frames.shape[1:]
-            show_warning(
+            notes.append(
                 f"the frames are {height}x{width} and no chambers are marked, so each whole "
                 f"frame is resized to {IMAGE_SIZE}x{IMAGE_SIZE}; draw one rectangle per chamber "
                 "in a Shapes layer and choose it as 'chambers' to count per chamber"
             )
-        self._trained, self.model_path, self._job = None, None, TrainJob(config)
+        self._trained, self.model_path = None, None
+        self._job = TrainJob(config, notes)  # the notes are said once training begins
         self.plot.clear("preparing the frames…")
         self._pbar = progress(total=0, desc="Twin-VAE training: preparing")
         self._set_running(True)
@@ -275,6 +275,8 @@ class LabelTrainDock(Container):
         # last: napari's progress bar and notifications may process pending events (even the
         # run's end) before they return, and nothing here may overwrite what those did
         self._advance(report)
+        for note in self._job.take_notes():  # training began: the inputs were usable
+            show_warning(note)
         if report.message:
             show_info(report.message)
 

@@ -40,14 +40,21 @@ _CROP_CHUNK = 64  # frames cropped per step while preparing, so Stop is honoured
 
 
 class TrainJob:
-    """One run: its settings, and what the worker leaves behind (the Training, whose result
-    survives a Stop)."""
+    """One run: its settings, the notes on its inputs (said once training begins, so that an
+    input the worker refuses gets its one error alone), and what the worker leaves behind (the
+    Training, whose result survives a Stop)."""
 
-    def __init__(self, config: TrainConfig) -> None:
+    def __init__(self, config: TrainConfig, notes: list[str] | None = None) -> None:
         self.config = config
+        self.notes = list(notes or [])
         self.training: Training | None = None
         self.returned = False
         self.failed = False
+
+    def take_notes(self) -> list[str]:
+        """The notes not said yet; none after this."""
+        notes, self.notes = self.notes, []
+        return notes
 
 
 def prepare_and_train(frames, regions, labels, config: TrainConfig, job: TrainJob) -> Generator:

@@ -1,0 +1,52 @@
+"""What fuzzing the docks found, one plain test each (each failed before its fix)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from napari_twinvae._widgets._count import CountDock
+from napari_twinvae._widgets._label_train import LabelTrainDock
+from tests.fuzz._docks import judge, watching
+
+
+def _docked(make_napari_viewer, dock_class, side: int):
+    """A viewer with a 2-frame stack of ``side`` x ``side`` and the dock."""
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((2, side, side), np.uint8), name="movie")
+    dock = dock_class(viewer)
+    viewer.window.add_dock_widget(dock)
+    return dock
+
+
+def _start_training_from(dock, model, qtbot):
+    """Click a cell, start training from the model file ``model``; what reached the user."""
+    dock.labeling.ensure_annotation().add([[0, 10, 10]])
+    dock._start_model.value = "file"
+    dock._model_file.value = model
+    with watching() as seen:
+        dock._start.native.click()
+        qtbot.waitUntil(lambda: dock._worker is None, timeout=30_000)
+    assert judge(seen, f"Start from {model.name}", dock._trained is not None) == "refused"
+    return seen.said()[0]
+
+
+def test_count_cells_refuses_a_broken_model_in_one_error_without_the_resize_note_first(
+    make_napari_viewer, qtbot, tmp_path
+):
+    # the note that whole 64x64 frames are resized came first, then the worker's error
+    dock = _docked(make_napari_viewer, CountDock, 64)
+    (tmp_path / "empty.pt").write_bytes(b"")
+    dock.use_model(tmp_path / "empty.pt")
+    with watching() as seen:
+        dock._count_button.native.click()
+        qtbot.waitUntil(lambda: dock._worker is None, timeout=30_000)
+    assert judge(seen, "Count with empty.pt", worked=dock.result is not None) == "refused"
+    assert "not a readable checkpoint" in seen.said()[0]
+
+
+def test_label_and_train_refuses_a_broken_start_model_in_one_error_without_the_resize_note_first(
+    make_napari_viewer, qtbot, tmp_path
+):
+    dock = _docked(make_napari_viewer, LabelTrainDock, 64)
+    (tmp_path / "empty.pt").write_bytes(b"")
+    assert "not a readable checkpoint" in _start_training_from(dock, tmp_path / "empty.pt", qtbot)
