@@ -163,3 +163,22 @@ def test_settings_that_cannot_build_a_model_are_refused(tmp_path):
     torch.save(payload, tmp_path / "inf.pt")
     with pytest.raises(CheckpointError, match="finite"):
         load_checkpoint(tmp_path / "inf.pt")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "said"),
+    [
+        ("leaky_slope", "", "ModelConfig.leaky_slope must be a number, got ''"),
+        ("logvar_max", None, "ModelConfig.logvar_max must be a number, got None"),
+        ("latent_dim", True, "ModelConfig.latent_dim must be a whole number, got True"),
+        ("encoder_channels", "4888", "ModelConfig.encoder_channels must be a list"),
+    ],
+)
+def test_settings_of_the_wrong_type_are_refused_by_name(tmp_path, key, value, said):
+    # found by fuzzing the Label & train dock: a slope stored as text built a model whose first
+    # pass failed inside torch (a TypeError in the dock; count blamed the image for it)
+    payload = torch.load(save_checkpoint(tmp_path / "m.pt", TwinVAE(SMALL)), weights_only=True)
+    payload["model_config"][key] = value
+    torch.save(payload, tmp_path / "odd.pt")
+    with pytest.raises(CheckpointError, match=f"damaged checkpoint settings \\({said}"):
+        load_checkpoint(tmp_path / "odd.pt")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from napari_twinvae._widgets._count import CountDock
 from napari_twinvae._widgets._label_train import LabelTrainDock
@@ -50,3 +51,16 @@ def test_label_and_train_refuses_a_broken_start_model_in_one_error_without_the_r
     dock = _docked(make_napari_viewer, LabelTrainDock, 64)
     (tmp_path / "empty.pt").write_bytes(b"")
     assert "not a readable checkpoint" in _start_training_from(dock, tmp_path / "empty.pt", qtbot)
+
+
+def test_label_and_train_refuses_a_start_model_whose_settings_are_text_in_one_error(
+    make_napari_viewer, qtbot, fuzz_files, tmp_path
+):
+    # training failed inside torch: "leaky_relu(): argument 'negative_slope' must be Number,
+    # not str", a TypeError shown as if it were a refusal
+    payload = torch.load(fuzz_files / "model.pt", weights_only=True)
+    payload["model_config"]["leaky_slope"] = ""
+    torch.save(payload, tmp_path / "text.pt")
+    dock = _docked(make_napari_viewer, LabelTrainDock, 128)
+    said = _start_training_from(dock, tmp_path / "text.pt", qtbot)
+    assert "ModelConfig.leaky_slope must be a number" in said

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 import types
 import typing
 from typing import Any, TypeVar
@@ -12,7 +13,8 @@ T = TypeVar("T", bound="JsonConfig")
 
 
 class JsonConfig:
-    """Mixin: dict/JSON round trip that refuses unknown keys with a clear message."""
+    """Mixin: dict/JSON round trip that refuses unknown keys and values of the wrong type (text
+    where a number belongs: a damaged checkpoint) with a clear message."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
@@ -29,7 +31,10 @@ class JsonConfig:
         if unknown:
             raise ValueError(f"{cls.__name__} has no setting(s) {', '.join(unknown)}")
         hints = typing.get_type_hints(cls)
-        values = {name: _coerce(hints[name], value) for name, value in data.items()}
+        values = {
+            name: _coerce(hints[name], value, f"{cls.__name__}.{name}")
+            for name, value in data.items()
+        }
         return cls(**values)
 
     @classmethod
@@ -37,18 +42,37 @@ class JsonConfig:
         return cls.from_dict(json.loads(text))
 
 
-def _coerce(hint: Any, value: Any) -> Any:
-    """JSON has lists where the dataclasses hold tuples, and dicts for nested configs."""
+_KINDS = {
+    bool: (bool, "true or false"),
+    int: (numbers.Integral, "a whole number"),
+    float: (numbers.Real, "a number"),
+    str: (str, "text"),
+}
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    """JSON has lists where the dataclasses hold tuples, and dicts for nested configs; a value
+    of another type than the field's is a ValueError that names the field."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         if value is None:
             return None
         hint = next(a for a in typing.get_args(hint) if a is not type(None))
         origin = typing.get_origin(hint)
-    if origin is tuple and isinstance(value, list):
-        return tuple(value)
-    if isinstance(hint, type) and issubclass(hint, JsonConfig) and isinstance(value, dict):
-        return hint.from_dict(value)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where} must be a list, got {value!r}")
+        items = typing.get_args(hint)
+        if Ellipsis in items:
+            items = (items[0],) * len(value)
+        elif len(value) != len(items):
+            raise ValueError(f"{where} must hold {len(items)} values, got {len(value)}")
+        return tuple(_coerce(item, v, where) for item, v in zip(items, value, strict=True))
+    if isinstance(hint, type) and issubclass(hint, JsonConfig):
+        return value if isinstance(value, hint) else hint.from_dict(value)
+    kind, what = _KINDS.get(hint, (object, ""))
+    if not isinstance(value, kind) or (isinstance(value, bool) and hint is not bool):
+        raise ValueError(f"{where} must be {what}, got {value!r}")
     return value
 
 
