@@ -113,6 +113,15 @@ def test_a_companion_that_disagrees_with_its_points_is_refused(tmp_path):
         load_annotation(points)
 
 
+def test_a_companion_that_is_not_a_frame_count_table_is_refused(tmp_path):
+    # found by fuzzing Load labels in the Label & train dock: a KeyError traceback
+    points = tmp_path / "cells.csv"
+    save_annotation(points, POINTS, marked=[1])
+    (tmp_path / "cells.frames.csv").write_text("index,axis-0,axis-1,axis-2\n0,0,0.00,0.00\n")
+    with pytest.raises(ValueError, match="must have the columns frame,count, not index,axis-0"):
+        load_annotation(points)
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

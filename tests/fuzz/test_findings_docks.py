@@ -64,3 +64,21 @@ def test_label_and_train_refuses_a_start_model_whose_settings_are_text_in_one_er
     dock = _docked(make_napari_viewer, LabelTrainDock, 128)
     said = _start_training_from(dock, tmp_path / "text.pt", qtbot)
     assert "ModelConfig.leaky_slope must be a number" in said
+
+
+def test_load_labels_refuses_a_companion_that_is_not_a_frame_count_table(
+    make_napari_viewer, tmp_path, monkeypatch
+):
+    # a Points CSV saved as the .frames.csv beside the labels: a KeyError reached Qt's excepthook
+    from qtpy.QtWidgets import QFileDialog
+
+    dock = _docked(make_napari_viewer, LabelTrainDock, 64)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("index,axis-0,axis-1,axis-2\n")
+    (tmp_path / "labels.frames.csv").write_text("index,axis-0,axis-1,axis-2\n0,0,0.00,0.00\n")
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(labels), ""))
+    with watching() as seen:
+        dock.labeling.files._load.native.click()
+    assert judge(seen, "Load labels beside a Points CSV as .frames.csv", worked=False) == "refused"
+    assert "must have the columns frame,count" in seen.said()[0]
+    assert dock.labeling.cells.value is None  # nothing was made

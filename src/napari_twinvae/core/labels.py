@@ -312,7 +312,14 @@ def load_annotation(path: str | os.PathLike) -> Annotation:
     counted: dict[int, int] = {}
     companion = frames_file(source)
     if companion.is_file():
-        counted = _counts_from_rows(companion, _read_rows(companion)[1])
+        columns, rows = _read_rows(companion)
+        if not {"frame", "count"} <= set(columns):
+            raise ValueError(
+                f"{companion.name} is read beside {source.name} as its labeled frames and must "
+                f"have the columns frame,count, not {','.join(columns)} (save the labels again, "
+                f"or delete {companion.name})"
+            )
+        counted = _counts_from_rows(companion, rows)
         clicked = np.rint(points[:, 0]).astype(np.int64)
         for frame, count in sorted(counted.items()):
             if int((clicked == frame).sum()) != count:
