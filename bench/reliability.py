@@ -2,8 +2,10 @@
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python bench/reliability.py [--dry-run]
 
-Every generated input and injected fault is counted by the test that tried it (tests/_reliability.py)
-with its outcome: worked, refused with one clear line, a traceback, or a damaged file. The table sits
+The fuzz suite covers the command line and the docks (tests/fuzz/test_fuzz_docks.py, in a viewer
+under Xvfb, as pytest-xvfb provides). Every generated input and injected fault is counted by the
+test that tried it (tests/_reliability.py) with its outcome: worked, refused with one clear line
+(a dock: one notification), a traceback, or a damaged file or annotation. The table sits
 between the ``<!-- reliability-table -->`` markers of the page and is rewritten atomically; with
 ``--dry-run`` it is printed instead. The counts are those of the default, derandomised hypothesis
 profile, so a rerun tries the same inputs; ``HYPOTHESIS_PROFILE=thorough`` tries many more.
