@@ -287,6 +287,11 @@ def main(argv=None) -> int:
     parser.add_argument("--transfer-epochs", type=int, default=50, help="of the own calibration")
     parser.add_argument("--calibration-share", type=float, default=0.3, help="ditto, labeled")
     parser.add_argument("--no-label-next", action="store_true", help="skip the transfers")
+    parser.add_argument(
+        "--own-calibration-only",
+        action="store_true",
+        help="with --data: only the shipped against the run's own calibration after transfers",
+    )
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "uncertainty.png")
     parser.add_argument("--fit", action="store_true", help="print the default calibration")
     args = parser.parse_args(argv)
@@ -305,6 +310,13 @@ def main(argv=None) -> int:
             source=f"default model, {len(truth)} synthetic images (seed 11, clean and hardened)",
         )
         print(json.dumps(fit.to_dict()))
+        return 0
+
+    if args.own_calibration_only:
+        if args.data is None:
+            parser.error("--own-calibration-only needs --data")
+        own = own_calibration(args, args.data / REAL_SETS[0])
+        print(json.dumps({"own_calibration": own}))
         return 0
 
     report: dict = {"sets": {}}

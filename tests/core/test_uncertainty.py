@@ -70,7 +70,35 @@ def test_the_spread_is_that_of_the_orientations_and_the_latent_samples(checkpoin
     assert torch.all(one[:, 0] == 0)  # one view: no spread over views
     torch.testing.assert_close(one[:, 1], signals[:, 1])  # latent: the first view, same draws
     torch.testing.assert_close(one_view, views[1])
-    torch.testing.assert_close(first_three, signals[:3])  # an image's numbers, whatever the batch
+    torch.testing.assert_close(first_three, signals[:3], equal_nan=True)  # whatever the batch
+    assert torch.isnan(signals[:, 2]).all()  # the regressor's path has no peaks
+
+
+def test_a_signal_the_model_cannot_give_weighs_as_an_average_one(tmp_path, frames):
+    ckpt = load_checkpoint(density_checkpoint(tmp_path / "dense.pt"))
+    result = count(frames[:4], ckpt, device="cpu")
+    assert np.isnan(result.signals[..., 1]).all()  # a density head has no latent code
+    assert np.isfinite(result.signals[..., [0, 2]]).all()
+    feats = features(result.estimates, result.signals)
+    at_the_mean = feats.copy()
+    at_the_mean[..., 2] = DEFAULT_CALIBRATION.mean[2]
+    np.testing.assert_allclose(
+        DEFAULT_CALIBRATION.score(feats), DEFAULT_CALIBRATION.score(at_the_mean)
+    )
+    # no latent spread is not "certain": an absent signal once made every count look sure
+    no_spread = at_the_mean.copy()
+    no_spread[..., 2] = np.log(0.02)
+    assert np.all(DEFAULT_CALIBRATION.score(no_spread) < DEFAULT_CALIBRATION.score(feats) - 1)
+
+
+def test_a_fit_gives_a_missing_signal_no_weight():
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(200, 5))
+    feats[:, 3] = np.nan
+    wrong = (feats[:, 0] + 0.3 * rng.normal(size=200)) > 0
+    fit = fit_calibration(feats, wrong)
+    assert fit.weights[3] == 0.0 and fit.mean[3] == 0.0 and fit.scale[3] == 1.0
+    assert np.all(np.isfinite(fit.probability(feats)))
 
 
 def test_a_density_model_says_how_far_its_peaks_are_from_its_sum(tmp_path, frames):

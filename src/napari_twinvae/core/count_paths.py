@@ -225,7 +225,8 @@ def spread_count(
     (B, 3): the spread of the estimate over the views, over latent codes (the regressor's path,
     first view; ``noise`` from :func:`latent_noise`) and |peaks - sum| of the density map
     (density head; first view). Costs the views' passes plus a few small matrix products."""
-    signals = torch.zeros(images.shape[0], 3, device=images.device)
+    # NaN: a signal this path cannot give (latent for a density head, peaks for the regressor)
+    signals = torch.full((images.shape[0], 3), float("nan"), device=images.device)
     total, squares = None, None
     for i, oriented in enumerate(orientations(images, views)):
         if i == 0 and isinstance(path, CountingPath):

@@ -94,7 +94,8 @@ class CountResult:
     cells: np.ndarray | None = None
     # (T, R) P(rounded count is wrong), core.uncertainty; None when not asked for
     uncertainty: np.ndarray | None = None
-    # (T, R, 3) its raw signals: spread over views, over latent samples, |peaks - sum|
+    # (T, R, 3) its raw signals: spread over views, over latent samples, |peaks - sum|; NaN
+    # where the model has no such signal (latent for a density head, peaks for the regressor)
     signals: np.ndarray | None = None
 
     @property

@@ -9,6 +9,9 @@ Every count comes with signals the model already has (:func:`core.count_paths.sp
 - ``peaks``: for a density head, how far the number of peaks (cells found) lies from the map's
   sum (the count);
 
+(a model gives ``latent`` or ``peaks``, not both: the other is NaN, and a calibration weighs a
+missing signal as an average one, never as "no spread, so certain")
+
 and two that need no extra pass: how close the estimate lies to a rounding boundary (2.49 rounds
 to 2 as easily as 2.51 to 3) and the size of the count (dense chambers are miscounted more often).
 A logistic fit (:class:`Calibration`) turns them into one number per frame and chamber, the
@@ -55,8 +58,9 @@ class Calibration:
     source: str = ""
 
     def score(self, feats: np.ndarray) -> np.ndarray:
-        """Features (..., len(SIGNALS)) -> the logit of :meth:`probability`."""
-        z = (np.asarray(feats, dtype=np.float64) - self.mean) / self.scale
+        """Features (..., len(SIGNALS)) -> the logit of :meth:`probability`; a NaN feature (a
+        signal the model cannot give) sits at the mean and adds nothing."""
+        z = np.nan_to_num((np.asarray(feats, dtype=np.float64) - self.mean) / self.scale, nan=0.0)
         return z @ np.asarray(self.weights) + self.bias
 
     def probability(self, feats: np.ndarray) -> np.ndarray:
@@ -100,10 +104,11 @@ def features(estimates: np.ndarray, signals: np.ndarray) -> np.ndarray:
     """Estimates (...) and their signals (..., 3: views, latent, peaks) -> (..., 5) features.
 
     Logarithms, so that the logistic fit can weigh a spread against the distance to the rounding
-    boundary as a ratio (a wrong rounding is likely when the spread reaches the boundary).
+    boundary as a ratio (a wrong rounding is likely when the spread reaches the boundary). A NaN
+    signal (one the model cannot give) stays NaN.
     """
     est = np.nan_to_num(np.asarray(estimates, dtype=np.float64), nan=0.0, posinf=99, neginf=-99)
-    sig = np.nan_to_num(np.asarray(signals, dtype=np.float64), nan=0.0)
+    sig = np.asarray(signals, dtype=np.float64)
     distance = 0.5 - np.abs(est - np.floor(est + 0.5))  # to the nearest x.5, in [0, 0.5]
     return np.stack(
         [
@@ -121,15 +126,19 @@ def fit_calibration(
     feats: np.ndarray, wrong: np.ndarray, l2: float = 1.0, source: str = ""
 ) -> Calibration:
     """Logistic regression of ``wrong`` (0/1 per count) on ``feats`` (n, 5) by Newton's method,
-    with an L2 penalty on the standardised weights (a constant feature gets weight 0)."""
+    with an L2 penalty on the standardised weights (a constant or missing feature gets weight 0;
+    NaN features sit at the mean, as :meth:`Calibration.score` reads them)."""
     x = np.asarray(feats, dtype=np.float64).reshape(-1, len(SIGNALS))
     y = np.asarray(wrong, dtype=np.float64).reshape(-1)
     if x.shape[0] != y.size or y.size == 0:
         raise ValueError(f"{x.shape[0]} feature rows but {y.size} outcomes")
-    mean = x.mean(axis=0)
-    scale = x.std(axis=0)
+    given = np.isfinite(x).any(axis=0)
+    mean = np.zeros(x.shape[1])
+    scale = np.ones(x.shape[1])
+    mean[given] = np.nanmean(x[:, given], axis=0)
+    scale[given] = np.nanstd(x[:, given], axis=0)
     scale[scale < 1e-9] = 1.0
-    z = np.column_stack([(x - mean) / scale, np.ones(len(x))])
+    z = np.column_stack([np.nan_to_num((x - mean) / scale, nan=0.0), np.ones(len(x))])
     beta = logistic_fit(z, y, l2)
     return Calibration(
         tuple(beta[:-1].tolist()), float(beta[-1]), tuple(mean.tolist()), tuple(scale.tolist()),
