@@ -13,7 +13,6 @@ bfloat16 both counts are float32 and the differences are zero.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -22,19 +21,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_views import sets  # noqa: E402
+from eval_views import parsed, sets  # noqa: E402
 
 from napari_twinvae.core.count_paths import counting_dtype  # noqa: E402
-from napari_twinvae.core.io import load_model  # noqa: E402
 from napari_twinvae.core.predict import count  # noqa: E402
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, help="folder of the real sets (usiigaci_phc, ...)")
-    parser.add_argument("--model", default="default")
-    args = parser.parse_args(argv)
-    checkpoint = load_model(args.model, device="cpu")
+    args, checkpoint = parsed(__doc__, argv)
     precision = str(counting_dtype(torch.device("cpu"))).removeprefix("torch.")
     report = {"precision": precision}
     for name, (images, truth) in sets(args.data).items():

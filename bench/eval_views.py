@@ -73,12 +73,18 @@ def sets(data: Path | None) -> dict:
     return found
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parsed(doc: str, argv=None) -> tuple[argparse.Namespace, object]:
+    """``--data`` and ``--model`` (the sets of :func:`sets` and the model that counts them), as
+    this script and bench/eval_precision.py take them: the arguments and the loaded model."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--data", type=Path, help="folder of the real sets (usiigaci_phc, ...)")
     parser.add_argument("--model", default="default")
     args = parser.parse_args(argv)
-    checkpoint = load_model(args.model, device="cpu")
+    return args, load_model(args.model, device="cpu")
+
+
+def main(argv=None) -> int:
+    args, checkpoint = parsed(__doc__, argv)
     report = {}
     for name, (images, truth) in sets(args.data).items():
         estimates = np.stack(

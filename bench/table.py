@@ -40,8 +40,8 @@ def run(command: list[str]) -> dict:
     if out.returncode != 0 or not out.stdout.strip():
         raise SystemExit(f"{' '.join(command)} failed:\n{out.stderr[-2000:]}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    # the whole result on stderr too: the docs quote more of it than the table holds
     print(f"{' '.join(command)}: {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    # the whole result on stderr too: the docs quote more of it than the table holds
     print(json.dumps(result), file=sys.stderr, flush=True)
     return result
 
