@@ -1,6 +1,7 @@
 """Counting, reconstruction and translation over time series (core.predict)."""
 
 import csv
+import inspect
 import tracemalloc
 
 import numpy as np
@@ -175,6 +176,16 @@ def test_progress_and_stopping_between_batches(checkpoint, frames):
     assert steps == [CountProgress(0, 10), CountProgress(3, 10)]
     done = list(iter_count(frames, checkpoint, batch_size=3, device="cpu"))
     assert [s.done for s in done] == [0, 3, 6, 9, 10]
+
+
+def test_count_takes_and_shows_the_parameters_of_iter_count(checkpoint, frames):
+    shown = inspect.signature(count)
+    assert shown.parameters == inspect.signature(iter_count).parameters  # help(count) lists them
+    assert shown.return_annotation == "CountResult"
+    result = count(frames[:2], checkpoint, None, 1, "cpu", views=1, uncertainty=False)
+    assert result.counts.shape == (2, 1) and result.uncertainty is None
+    with pytest.raises(TypeError, match="view"):
+        count(frames, checkpoint, view=1)  # a misspelt option is refused before any work
 
 
 def test_only_the_chosen_frames_are_counted(checkpoint, frames):

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_twinvae.core.jobs import drain
+from napari_twinvae.core.jobs import drain, parameters_of
 from napari_twinvae.core.sources import Position, open_positions
 
 CHUNK_BATCHES = 8
@@ -251,6 +251,7 @@ def iter_count_experiment(
     return ExperimentResult(found, results, out, skipped, time.perf_counter() - started)
 
 
+@parameters_of(iter_count_experiment)
 def count_experiment(*args, **kwargs) -> ExperimentResult:
     """:func:`iter_count_experiment` run to the end."""
     return drain(iter_count_experiment(*args, **kwargs))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from typing import TypeVar
+import inspect
+from collections.abc import Callable, Generator
+from typing import ParamSpec, TypeVar
 
+P = ParamSpec("P")
 R = TypeVar("R")
 
 
@@ -15,3 +17,18 @@ def drain(job: Generator[object, None, R]) -> R:
             next(job)
         except StopIteration as done:
             return done.value
+
+
+def parameters_of(job: Callable[P, object]) -> Callable[[Callable[..., R]], Callable[P, R]]:
+    """Decorator for a function that hands ``*args, **kwargs`` on to ``job`` (``count`` draining
+    ``iter_count``): it shows ``job``'s parameters (help(), inspect.signature, type checkers) with
+    its own name, docstring and return annotation, so the parameters are written down once."""
+
+    def decorate(function: Callable[..., R]) -> Callable[P, R]:
+        returns = inspect.signature(function).return_annotation
+        function.__signature__ = inspect.signature(job).replace(return_annotation=returns)
+        annotations = {k: v for k, v in job.__annotations__.items() if k != "return"}
+        function.__annotations__ = {**annotations, **function.__annotations__}
+        return function
+
+    return decorate

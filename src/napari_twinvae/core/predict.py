@@ -45,7 +45,7 @@ from napari_twinvae.core.inputs import (
     frames_of,
 )
 from napari_twinvae.core.io import Checkpoint, atomic_write
-from napari_twinvae.core.jobs import drain
+from napari_twinvae.core.jobs import drain, parameters_of
 from napari_twinvae.core.metrics import count_flags, round_counts
 from napari_twinvae.core.uncertainty import (
     Calibration,
@@ -233,40 +233,10 @@ def _in_frame(frames, chambers, yx: np.ndarray, boxes) -> np.ndarray:
     return np.column_stack([frames, chambers, y, x])
 
 
-def count(
-    frames,
-    checkpoint: Checkpoint | str | os.PathLike | None = "default",
-    regions: Sequence[Region] | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    device: str | torch.device = "auto",
-    *,
-    frame_indices: Sequence[int] | np.ndarray | None = None,
-    domain: str = "natural",
-    views: int = DEFAULT_VIEWS,
-    cells: bool = False,
-    uncertainty: bool = True,
-    calibration: Calibration | None = None,
-    seed: int = 0,
-    mixed_precision: bool = True,
-) -> CountResult:
-    """:func:`iter_count` run to the end."""
-    return drain(
-        iter_count(
-            frames,
-            checkpoint,
-            regions,
-            batch_size,
-            device,
-            frame_indices=frame_indices,
-            domain=domain,
-            views=views,
-            cells=cells,
-            uncertainty=uncertainty,
-            calibration=calibration,
-            seed=seed,
-            mixed_precision=mixed_precision,
-        )
-    )
+@parameters_of(iter_count)
+def count(*args, **kwargs) -> CountResult:
+    """:func:`iter_count` run to the end: the same parameters, its :class:`CountResult`."""
+    return drain(iter_count(*args, **kwargs))
 
 
 def write_cells_csv(path: str | os.PathLike, result: CountResult) -> Path:
