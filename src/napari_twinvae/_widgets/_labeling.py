@@ -46,30 +46,19 @@ class LabelingPanel(Container):
         self._viewer = viewer
         self._points_layer = None  # the layers whose data events we follow
         self._shapes_layer = None
-        self.image = ComboBox(
-            label="image", choices=self._choices(Image), tooltip="frames to label (T x H x W or 2D)"
+        self.image = self._layer_picker("image", Image, "frames to label (T x H x W or 2D)")
+        self.cells = self._layer_picker(
+            "cells",
+            Points,
+            "Points layer of clicked cells; a new one is made for the image when empty",
+            none="(new layer)",
         )
-        self.cells = ComboBox(
-            label="cells",
-            choices=self._choices(Points),
-            nullable=True,
-            tooltip="Points layer of clicked cells; a new one is made for the image when empty",
+        self.chambers = self._layer_picker(
+            "chambers",
+            Shapes,
+            "one rectangle per chamber (shared with Count cells); empty: the whole frame",
+            none="(whole frame)",
         )
-        self.cells.null_string = "(new layer)"
-        self.chambers = ComboBox(
-            label="chambers",
-            choices=self._choices(Shapes),
-            nullable=True,
-            tooltip="one rectangle per chamber (shared with Count cells); empty: the whole frame",
-        )
-        self.chambers.null_string = "(whole frame)"
-        for combo in (self.image, self.cells, self.chambers):
-            combo.reset_choices()
-            # long layer names must not widen the dock
-            combo.native.setSizeAdjustPolicy(
-                QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
-            )
-            combo.native.setMinimumContentsLength(12)
         self.frame_info = Label(value="")
         self._click = PushButton(text="Click cells", tooltip="add a point on every cell")
         self._empty = PushButton(text="Frame has no cells")
@@ -244,12 +233,25 @@ class LabelingPanel(Container):
             text = f"{where}: not labeled yet"
         self.frame_info.value = text
 
-    # -- callbacks -------------------------------------------------------------------------
-    def _choices(self, kind):
+    # -- choices ---------------------------------------------------------------------------
+    def _layer_picker(self, label: str, kind, tooltip: str, none: str | None = None) -> ComboBox:
+        """A choice of the viewer's layers of one kind; ``none`` names the choice of no layer
+        (none: a layer must be picked). Long layer names do not widen the dock."""
+
         def layers(widget=None):
             return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, kind)]
 
-        return layers
+        combo = ComboBox(label=label, choices=layers, nullable=none is not None, tooltip=tooltip)
+        if none is not None:
+            combo.null_string = none
+        combo.reset_choices()
+        combo.native.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        combo.native.setMinimumContentsLength(12)
+        return combo
+
+    # -- callbacks -------------------------------------------------------------------------
 
     def _on_layers_changed(self, event=None) -> None:
         self.reset_choices()
