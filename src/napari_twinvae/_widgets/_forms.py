@@ -1,4 +1,5 @@
-"""Small pieces the plugin's docks share: grouped widgets and where files are offered."""
+"""Small pieces the plugin's docks share: grouped widgets, where files are offered, and how
+the plots start painting."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 from magicgui.widgets import Container, Label
 from qtpy.QtCore import Qt
+from qtpy.QtGui import QColor, QPainter, QPalette
 from qtpy.QtWidgets import QFrame, QScrollArea, QSizePolicy, QWidget
 
 
@@ -50,3 +52,14 @@ def scrolling(content: QWidget) -> QScrollArea:
     bar = area.verticalScrollBar().sizeHint().width()
     area.setMinimumWidth(content.minimumSizeHint().width() + bar)
     return area
+
+
+def plot_painter(widget: QWidget, faint: int) -> tuple[QPainter, QColor, QColor]:
+    """An antialiased painter on ``widget``, the theme's text colour and that colour at alpha
+    ``faint`` (0-255) for grid lines: the plots follow napari's dark and light themes."""
+    painter = QPainter(widget)
+    painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+    text = widget.palette().color(QPalette.ColorRole.WindowText)
+    thin = QColor(text)
+    thin.setAlpha(faint)
+    return painter, text, thin

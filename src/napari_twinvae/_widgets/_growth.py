@@ -10,9 +10,10 @@ import math
 
 import numpy as np
 from qtpy.QtCore import QPointF, QRectF, QSize, Qt, Signal
-from qtpy.QtGui import QColor, QPainter, QPalette, QPen, QPolygonF
+from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
+from napari_twinvae._widgets._forms import plot_painter
 from napari_twinvae.core.synthetic import MAX_COUNT
 
 # Distinct line colours that read on napari's dark and light themes (Tableau 10).
@@ -142,11 +143,7 @@ class GrowthCurve(QWidget):
             self.frame_clicked.emit(frame)
 
     def paintEvent(self, event) -> None:
-        painter = QPainter(self)
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        text = self.palette().color(QPalette.ColorRole.WindowText)
-        faint = QColor(text)
-        faint.setAlpha(60)
+        painter, text, faint = plot_painter(self, faint=60)
         rect = self._plot_rect()
         if self.frames.size == 0:
             painter.setPen(text)

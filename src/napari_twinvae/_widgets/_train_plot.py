@@ -12,6 +12,8 @@ from qtpy.QtCore import QPointF, QRectF, QSize, Qt
 from qtpy.QtGui import QColor, QPainter, QPainterPath, QPalette, QPen
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
+from napari_twinvae._widgets._forms import plot_painter
+
 LOSS_SERIES = {"natural": "#4fc3f7", "synthetic": "#ffb74d"}  # twin -> colour
 ACCURACY_COLOR = "#81c784"
 
@@ -50,11 +52,7 @@ class TrainingPlot(QWidget):
 
     # -- drawing ---------------------------------------------------------------------------
     def paintEvent(self, event) -> None:
-        painter = QPainter(self)
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        text = self.palette().color(QPalette.ColorRole.WindowText)
-        grid = QColor(text)
-        grid.setAlpha(50)
+        painter, text, grid = plot_painter(self, faint=50)
         metrics = painter.fontMetrics()
         pad = metrics.height()
         top = self._legend(painter, self.width()) + pad * 0.4
