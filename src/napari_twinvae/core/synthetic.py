@@ -20,7 +20,7 @@ import numpy as np
 from napari_twinvae.core.config import IMAGE_SIZE, JsonConfig
 from napari_twinvae.core.counts import MAX_COUNT, paper_count_weights, sample_counts
 from napari_twinvae.core.intensity import normalize_frames
-from napari_twinvae.core.jobs import drain
+from napari_twinvae.core.jobs import drain, parameters_of
 
 log = logging.getLogger(__name__)
 
@@ -138,24 +138,6 @@ class Cells(NamedTuple):
     rim: np.ndarray
 
 
-def generate(
-    n: int,
-    config: SynthConfig | None = None,
-    *,
-    rng: int | np.random.Generator = 0,
-    background: np.ndarray | None = None,
-    counts: Sequence[int] | np.ndarray | None = None,
-) -> SynthBatch:
-    """``n`` synthetic chamber images with their counts and cell centres.
-
-    ``counts`` fixes the number of cells per image; otherwise counts are drawn from
-    ``config.count_weights``. ``background`` is a 2D image of the empty chamber (any size and
-    dtype; see :func:`background_image`); without it the plain ``config.background_level``.
-    The same seed gives the same batch.
-    """
-    return drain(iter_generate(n, config, rng=rng, background=background, counts=counts))
-
-
 def iter_generate(
     n: int,
     config: SynthConfig | None = None,
@@ -195,6 +177,18 @@ def iter_generate(
         row += m
         yield stop, n
     return SynthBatch(images, wanted, centres)
+
+
+@parameters_of(iter_generate)
+def generate(*args, **kwargs) -> SynthBatch:
+    """``n`` synthetic chamber images with their counts and cell centres.
+
+    ``counts`` fixes the number of cells per image; otherwise counts are drawn from
+    ``config.count_weights``. ``background`` is a 2D image of the empty chamber (any size and
+    dtype; see :func:`background_image`); without it the plain ``config.background_level``.
+    The same seed gives the same batch.
+    """
+    return drain(iter_generate(*args, **kwargs))
 
 
 def place_cells(counts: np.ndarray, config: SynthConfig, rng: np.random.Generator) -> Cells:
