@@ -74,7 +74,7 @@ def main() -> None:
         dock.use_model(args.model)
     dock._chambers.value = viewer.layers["chambers"]
     dock._count_button.native.click()
-    while dock._worker is not None or dock.result is None:
+    while dock._runner.running or dock.result is None:
         QApplication.processEvents()
         time.sleep(0.02)
     viewer.dims.set_current_step(0, args.frame)

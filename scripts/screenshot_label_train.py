@@ -51,7 +51,7 @@ def main() -> None:
         saved = str(Path(folder) / "twinvae-synthetic_phase_contrast.pt")
         QFileDialog.getSaveFileName = lambda *a, **k: (saved, "")  # no modal dialog here
         dock.start_training()
-        while dock._worker is not None:
+        while dock._runner.running:
             QApplication.processEvents()
             time.sleep(0.02)
     dock.labeling.table.native.selectRow(5)

@@ -26,7 +26,7 @@ def _start_training_from(dock, model, qtbot):
     dock._model_file.value = model
     with watching() as seen:
         dock._start.native.click()
-        qtbot.waitUntil(lambda: dock._worker is None, timeout=30_000)
+        qtbot.waitUntil(lambda: not dock._runner.running, timeout=30_000)
     assert judge(seen, f"Start from {model.name}", dock._trained is not None) == "refused"
     return seen.said()[0]
 
@@ -40,7 +40,7 @@ def test_count_cells_refuses_a_broken_model_in_one_error_without_the_resize_note
     dock.use_model(tmp_path / "empty.pt")
     with watching() as seen:
         dock._count_button.native.click()
-        qtbot.waitUntil(lambda: dock._worker is None, timeout=30_000)
+        qtbot.waitUntil(lambda: not dock._runner.running, timeout=30_000)
     assert judge(seen, "Count with empty.pt", worked=dock.result is not None) == "refused"
     assert "not a readable checkpoint" in seen.said()[0]
 

@@ -140,7 +140,7 @@ def test_load_labels_merges_any_labels_file_or_refuses_it(
 # -- Count cells: image layers and chambers ------------------------------------------------
 def _count(dock, qtbot):
     dock._count_button.native.click()
-    qtbot.waitUntil(lambda: dock._worker is None, timeout=SECONDS)
+    qtbot.waitUntil(lambda: not dock._runner.running, timeout=SECONDS)
 
 
 @examples(15)
@@ -244,7 +244,7 @@ def test_label_and_train_start_from_any_model_file_or_refuse_it(
         dock._model_file.value = model
         with watching() as seen:  # Label next counts with the start model to rank the frames
             dock.label_next.button.native.click()
-            qtbot.waitUntil(lambda: dock.label_next._worker is None, timeout=SECONDS)
+            qtbot.waitUntil(lambda: not dock.label_next._runner.running, timeout=SECONDS)
         ranked = dock.label_next._ranked is not None and dock.label_next._ranked[0][1] == str(model)
         damaged = _changed(files) + _lost(cells, points, [1], refused=True)
         judge(seen, f"Label next with start model {recipe}", ranked, damaged)
@@ -257,7 +257,7 @@ def test_label_and_train_start_from_any_model_file_or_refuse_it(
             mock.patch.object(QMessageBox, "question", return_value=QMessageBox.StandardButton.Yes),
         ):  # "The last trained model is not saved. Discard it?" Yes
             dock._start.native.click()
-            qtbot.waitUntil(lambda: dock._worker is None, timeout=SECONDS)
+            qtbot.waitUntil(lambda: not dock._runner.running, timeout=SECONDS)
         job = dock._job
         trained = job is not earlier and job.training is not None and dock._trained is job.training
         damaged = _changed(files) + _lost(cells, points, [1], refused=True)

@@ -20,7 +20,7 @@ def _counted_dock(viewer, qtbot, model_file, chambers=None):
     dock.use_model(model_file)
     dock._chambers.value = chambers
     dock._count_button.native.click()
-    qtbot.waitUntil(lambda: dock._worker is None, timeout=30000)
+    qtbot.waitUntil(lambda: not dock._runner.running, timeout=30000)
     assert dock.result is not None
     return dock
 

@@ -25,7 +25,7 @@ def _count_now(dock, qtbot):
     """Click Count and wait for the worker to finish."""
     with qtbot.waitSignal(dock._count_button.native.clicked, timeout=1000):
         dock._count_button.native.click()
-    qtbot.waitUntil(lambda: dock._worker is None, timeout=30000)
+    qtbot.waitUntil(lambda: not dock._runner.running, timeout=30000)
 
 
 def _dock(viewer, model_file):
@@ -158,7 +158,7 @@ def test_bad_choices_are_reported_not_raised(make_napari_viewer, model_file, mon
     dock._model.value = "default model"
     dock._on_count()
     assert "no default model" in errors[-1]
-    assert dock._worker is None and dock._count_button.enabled
+    assert not dock._runner.running and dock._count_button.enabled
 
 
 def test_stop_cancels_and_resets_the_buttons(make_napari_viewer, qtbot, model_file):
@@ -169,7 +169,7 @@ def test_stop_cancels_and_resets_the_buttons(make_napari_viewer, qtbot, model_fi
     dock._count_button.native.click()
     assert dock._stop_button.enabled and not dock._count_button.enabled
     dock._stop_button.native.click()
-    qtbot.waitUntil(lambda: dock._worker is None, timeout=30000)
+    qtbot.waitUntil(lambda: not dock._runner.running, timeout=30000)
     assert dock.result is None and "stopped" in dock._status.value
     assert dock._count_button.enabled and not dock._stop_button.enabled
     assert not [layer for layer in viewer.layers if OWNER_KEY in layer.metadata]
@@ -181,8 +181,10 @@ def test_closing_the_viewer_while_counting_stops_the_worker(make_napari_viewer, 
     dock = _dock(viewer, model_file)
     dock._batch.value = 1  # 300 batches: the viewer closes long before the end
     dock._count_button.native.click()
-    worker = dock._worker
-    qtbot.waitUntil(lambda: dock._progress is not None and dock._progress.n > 0, timeout=30000)
+    worker = dock._runner.worker
+    qtbot.waitUntil(
+        lambda: dock._runner.pbar is not None and dock._runner.pbar.n > 0, timeout=30000
+    )
     viewer.close()  # the dock's widgets go with it; no late signal may reach them
     qtbot.waitUntil(lambda: not worker.is_running, timeout=30000)
 
@@ -229,7 +231,7 @@ def test_a_chamber_mostly_outside_the_frame_is_refused_a_slight_overhang_clipped
     dock._chambers.value = far
     dock._on_count()
     assert "98% outside the 128x128 frame" in seen["error"][-1]
-    assert dock._worker is None and dock._status.value.startswith("not counted: ")
+    assert not dock._runner.running and dock._status.value.startswith("not counted: ")
     near = viewer.add_shapes([[[-3, 0], [-3, 128], [128, 128], [128, 0]]], name="near")
     dock._chambers.value = near
     _count_now(dock, qtbot)

@@ -42,7 +42,7 @@ def dock_on(make_napari_viewer):
 def _press(qtbot, dock):
     """Click Label next and wait for its worker, if it started one."""
     dock.label_next.button.native.click()
-    qtbot.waitUntil(lambda: dock.label_next._worker is None, timeout=30000)
+    qtbot.waitUntil(lambda: not dock.label_next._runner.running, timeout=30000)
 
 
 def _frame(viewer):
@@ -57,7 +57,9 @@ def test_label_next_counts_once_and_walks_the_ranked_unlabeled_frames(
     cells.add([[5, 40, 40], [5, 80, 80]])  # frame 5 is labeled already
     uncertainty = count(series, load_checkpoint(model_file), device="cpu").uncertainty
     workers = []
-    dock.label_next.button.changed.connect(lambda *_: workers.append(dock.label_next._worker))
+    dock.label_next.button.changed.connect(
+        lambda *_: workers.append(dock.label_next._runner.worker)
+    )
     _press(qtbot, dock)
     first = label_next(uncertainty, [5], n=1)[0]
     assert _frame(viewer) == first != 5

@@ -60,12 +60,12 @@ def watch(monkeypatch):
 
         return start_worker(*args, yielded=on_yield, errored=on_error, **kwargs)
 
-    monkeypatch.setattr(_label_train, "start_worker", start)
+    monkeypatch.setattr(_workers, "start_worker", start)
     return seen
 
 
 def _wait_until_done(qtbot, dock, seconds=60):
-    qtbot.waitUntil(lambda: dock._worker is None, timeout=seconds * 1000)
+    qtbot.waitUntil(lambda: not dock._runner.running, timeout=seconds * 1000)
 
 
 @pytest.fixture
@@ -249,7 +249,7 @@ def test_training_one_epoch_in_the_worker_saves_a_model(
 
     monkeypatch.setattr(QFileDialog, "getSaveFileName", choose)
     dock._start.native.click()
-    assert dock._worker is not None and not dock._start.enabled and dock._stop.enabled
+    assert dock._runner.running and not dock._start.enabled and dock._stop.enabled
     assert not dock._settings.enabled
     _wait_until_done(qtbot, dock)
     assert watch.errors == []
@@ -263,7 +263,7 @@ def test_training_one_epoch_in_the_worker_saves_a_model(
     assert not checkpoint.summary["config"]["decoder"]
     assert dock.status.value.startswith("finished after 1 epoch(s)")
     assert dock._start.enabled and not dock._stop.enabled and dock._count.enabled
-    assert dock._settings.enabled and dock._pbar is None
+    assert dock._settings.enabled and dock._runner.pbar is None
     assert len(dock.plot.losses["synthetic"]) == 1 and len(dock.plot.accuracy) == 2
     assert not dock.plot.grab().isNull()  # the plot draws (Qt errors in paintEvent fail here)
 
@@ -355,11 +355,11 @@ def test_closing_the_dock_stops_training_and_still_offers_the_model(
 
     watch.on_report = close_in_training
     dock.start_training()
-    pbar = dock._pbar
+    pbar = dock._runner.pbar
     _wait_until_done(qtbot, dock)
     assert closed and watch.errors == []
     assert dock._trained.result.stopped == "cancelled" and target.is_file()
-    assert pbar.n == 0 and dock._pbar is None
+    assert pbar.n == 0 and dock._runner.pbar is None
 
 
 def test_closing_the_viewer_stops_training(dock_on, qtbot, watch, small_network):
@@ -370,7 +370,7 @@ def test_closing_the_viewer_stops_training(dock_on, qtbot, watch, small_network)
     viewer.close()
     qtbot.waitUntil(lambda: not worker.is_running, timeout=60_000)
     assert watch.errors == [] and dock._job.training.result.stopped == "cancelled"
-    assert dock._worker is worker  # its slots were let go with the widgets: nothing ran late
+    assert dock._runner.worker is worker  # its slots were let go with the widgets: nothing ran late
 
 
 def test_a_run_that_diverges_without_a_better_model_says_so_and_saves_nothing(
@@ -431,7 +431,7 @@ def test_whole_frames_are_resized_and_the_user_is_told(dock_on, messages, monkey
     viewer, image, dock = dock_on(np.zeros((3, 100, 140), dtype=np.uint8))
     dock.labeling.ensure_annotation().add([[0, 50, 50]])
     started = []
-    monkeypatch.setattr(_label_train, "start_worker", lambda *a, **k: started.append(k))
+    monkeypatch.setattr(_workers, "start_worker", lambda *a, **k: started.append(k))
     dock.start_training()
     # found by fuzzing the dock: said before the worker refused a start model, the note made
     # two notifications of one refusal; it waits until training begins
@@ -539,7 +539,7 @@ def test_a_chamber_mostly_outside_the_frame_is_refused_and_said_in_the_status(
     viewer, image, dock = dock_on(np.zeros((3, 128, 128), dtype=np.uint8))
     dock.labeling.ensure_annotation().add([[0, 50, 50]])
     started = []
-    monkeypatch.setattr(_label_train, "start_worker", lambda *a, **k: started.append((a, k)))
+    monkeypatch.setattr(_workers, "start_worker", lambda *a, **k: started.append((a, k)))
     dock.status.value = "finished after 3 epoch(s)"  # an earlier run's line
     far = viewer.add_shapes([[[100, 100], [100, 300], [300, 300], [300, 100]]], name="far")
     dock.labeling.chambers.value = far
@@ -578,7 +578,7 @@ def test_points_outside_the_image_are_shown_and_refused(dock_on, messages, monke
     cells.add([[0, 10, 10], [0, 70, 20]])
     assert "1 point(s) lie outside the 64x64 image" in dock.labeling.summary.value
     started = []
-    monkeypatch.setattr(_label_train, "start_worker", lambda *a, **k: started.append(a))
+    monkeypatch.setattr(_workers, "start_worker", lambda *a, **k: started.append(a))
     assert dock.start_training() is None and not started
     assert "outside the 64x64 image" in messages["error"][-1]
 

@@ -44,7 +44,7 @@ def _generate(dock, qtbot, **settings):
     for name, value in settings.items():
         getattr(dock, f"_{name}").value = value
     worker = dock.generate()
-    qtbot.waitUntil(lambda: dock._worker is None, timeout=60_000)
+    qtbot.waitUntil(lambda: not dock._runner.running, timeout=60_000)
     return worker
 
 
@@ -136,7 +136,7 @@ def test_bad_input_is_one_notification_and_adds_nothing(dock_in, qtbot, errors, 
     setup(viewer, dock)
     before = list(viewer.layers)
     dock.generate()
-    qtbot.waitUntil(lambda: dock._worker is None, timeout=30_000)
+    qtbot.waitUntil(lambda: not dock._runner.running, timeout=30_000)
     assert len(errors) == 1 and message in errors[0], errors
     assert "Traceback" not in errors[0] and "\n" not in errors[0]
     assert dock.status.value == f"not generated: {errors[0]}"
@@ -149,11 +149,11 @@ def test_generate_runs_in_a_worker_with_progress_and_stop(dock_in, qtbot, errors
     dock._n_images.value = 10_000
     worker = dock.generate()
     assert worker is not None and dock._stop.enabled and not dock._generate.enabled
-    assert dock._pbar is not None and dock._pbar.total == 10_000
+    assert dock._runner.pbar is not None and dock._runner.pbar.total == 10_000
     with qtbot.waitSignal(worker.yielded, timeout=30_000):
         pass
     dock._stop.native.click()
-    qtbot.waitUntil(lambda: dock._worker is None, timeout=30_000)
+    qtbot.waitUntil(lambda: not dock._runner.running, timeout=30_000)
     assert dock.status.value == "stopped; nothing was added" and len(viewer.layers) == 0
     assert dock._generate.enabled and not dock._stop.enabled and errors == []
 

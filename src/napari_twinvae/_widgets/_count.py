@@ -18,7 +18,6 @@ import napari
 import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, SpinBox
 from napari.layers import Image, Shapes
-from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from napari_twinvae._widgets._check import CheckList, center_on_chamber
@@ -36,7 +35,7 @@ from napari_twinvae._widgets._layers import (
     go_to_frame,
     role_of,
 )
-from napari_twinvae._widgets._workers import let_go, start_worker
+from napari_twinvae._widgets._workers import Runner
 from napari_twinvae.core.chambers import fit_regions, regions_from_shapes, resized_whole_frame
 from napari_twinvae.core.device import available_devices
 from napari_twinvae.core.io import default_model_path, load_model, resolve_model
@@ -128,8 +127,7 @@ class CountDock(Container):
             ]
         )
         self._model_file.visible = self._model.value == MODEL_FILE
-        self._worker = self._finished_worker = None
-        self._progress = None
+        self._runner = Runner()
         self._run: _Run | None = None
         self._plot = GrowthCurve()
         self._plot_dock = None
@@ -199,7 +197,7 @@ class CountDock(Container):
             )
         self._set_running(True)
         self._status.value = f"counting {image.name} ..."
-        self._worker = start_worker(
+        self._runner.start(
             count_job,
             frames,
             model,
@@ -211,6 +209,7 @@ class CountDock(Container):
             returned=lambda out: self._on_counted(image, regions, *out, notes),
             errored=self._on_errored,
             finished=self._on_finished,
+            desc="Counting cells",
         )
 
     def _snapshot(self):
@@ -246,28 +245,18 @@ class CountDock(Container):
         self._export_button.enabled = not running and self._run is not None
 
     def _on_progress(self, step) -> None:
-        if self._progress is None:
-            self._progress = progress(total=step.total, desc="Counting cells")
-        self._progress.update(step.done - self._progress.n)
+        self._runner.advance(step.done, step.total)
 
     def _on_stop(self) -> None:
-        if self._worker is not None:
-            self._worker.quit()
+        if self._runner.stop():
             self._status.value = "stopping ..."
 
     def _on_errored(self, exc: BaseException) -> None:
         self._status.value = f"counting failed: {exc}; nothing was changed"
 
-    def _on_finished(self) -> None:
-        if self._progress is not None:
-            self._progress.close()
-            self._progress = None
-        if self._worker is not None and self._worker.abort_requested:
+    def _on_finished(self, stopped: bool) -> None:
+        if stopped:
             self._status.value = "stopped; nothing was changed"
-        # Keep the worker referenced until the next run: superqt drops its own reference in a
-        # slot that runs after `finished`, and a worker freed inside its own signal's delivery
-        # crashed Qt (segmentation fault seen in the dock tests).
-        self._finished_worker, self._worker = self._worker, None
         self._set_running(False)
 
     def _on_counted(self, image: Image, regions, checkpoint, result, notes=()) -> None:
@@ -356,7 +345,7 @@ class CountDock(Container):
         for event in (self._viewer.layers.events.inserted, self._viewer.layers.events.removed):
             event.disconnect(self.reset_choices)
         self._viewer.dims.events.current_step.disconnect(self._on_frame)
-        let_go(self._worker, self._progress)
+        self._runner.let_go()
 
 
 # -- helpers ---------------------------------------------------------------------------------

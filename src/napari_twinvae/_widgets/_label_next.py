@@ -15,14 +15,13 @@ from pathlib import Path
 
 import numpy as np
 from magicgui.widgets import Container, Label, PushButton
-from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 
 from napari_twinvae._widgets._annotation import image_stack
 from napari_twinvae._widgets._count import count_job
 from napari_twinvae._widgets._count_layers import show_cells
 from napari_twinvae._widgets._forms import wrapping
-from napari_twinvae._widgets._workers import let_go, start_worker
+from napari_twinvae._widgets._workers import Runner
 from napari_twinvae.core.io import resolve_model
 from napari_twinvae.core.predict import DEFAULT_BATCH_SIZE
 from napari_twinvae.core.uncertainty import label_next
@@ -62,8 +61,7 @@ class LabelNext(Container):
         )
         self.status = wrapping(Label(value=""))
         self.extend([self.button, self.status])
-        self._worker = self._finished_worker = None
-        self._pbar = None
+        self._runner = Runner()
         self._ranked: tuple[tuple, np.ndarray] | None = None  # (what was counted, uncertainty)
         self._suggested: set[int] = set()  # frames shown since the ranking, labeled or skipped
         self.button.changed.connect(self._on_next)
@@ -72,7 +70,7 @@ class LabelNext(Container):
     def go_next(self):
         """Go to the next suggested frame, counting the image first when needed; returns the
         worker when it counts (None otherwise, also after saying what is missing)."""
-        if self._worker is not None:
+        if self._runner.running:
             return None
         image = self._labeling.image.value
         if image is None:
@@ -93,7 +91,7 @@ class LabelNext(Container):
         self._ranked, self._suggested = None, set()
         self.button.enabled = False
         self.status.value = f"counting {image.name} to rank its frames…"
-        self._worker = start_worker(
+        return self._runner.start(
             count_job,
             frames,
             model,
@@ -104,17 +102,15 @@ class LabelNext(Container):
             returned=lambda out: self._on_counted(key, image, out[1]),
             errored=self._on_errored,
             finished=self._on_finished,
+            desc="Label next: counting",
         )
-        return self._worker
 
     # -- callbacks -------------------------------------------------------------------------
     def _on_next(self, value=None) -> None:
         self.go_next()
 
     def _on_progress(self, step) -> None:
-        if self._pbar is None:
-            self._pbar = progress(total=step.total, desc="Label next: counting")
-        self._pbar.update(step.done - self._pbar.n)
+        self._runner.advance(step.done, step.total)
 
     def _on_counted(self, key, image, result) -> None:
         if result.uncertainty is None:  # counting always asks for it; a guard, not a path
@@ -129,16 +125,11 @@ class LabelNext(Container):
     def _on_errored(self, exc: BaseException) -> None:
         self.status.value = f"could not rank the frames: {exc}"
 
-    def _on_finished(self) -> None:
-        # Keep the worker referenced until the next run, as the other docks do.
-        self._finished_worker, self._worker = self._worker, None
-        if self._pbar is not None:
-            self._pbar.close()
-            self._pbar = None
+    def _on_finished(self, stopped: bool) -> None:
         self.button.enabled = True
 
     def _on_destroyed(self, *_) -> None:
-        let_go(self._worker, self._pbar)
+        self._runner.let_go()
 
     # -- helpers ---------------------------------------------------------------------------
     def _go(self) -> None:

@@ -23,7 +23,6 @@ from magicgui.widgets import (
     PushButton,
     SpinBox,
 )
-from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QFileDialog, QMessageBox
 
@@ -49,7 +48,7 @@ from napari_twinvae._widgets._training import (
     TrainJob,
     prepare_and_train,
 )
-from napari_twinvae._widgets._workers import let_go, start_worker
+from napari_twinvae._widgets._workers import Runner
 from napari_twinvae.core.chambers import resized_whole_frame
 from napari_twinvae.core.config import IMAGE_SIZE
 from napari_twinvae.core.device import available_devices
@@ -68,9 +67,8 @@ class LabelTrainDock(Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=False)
         self._viewer = viewer
-        self._worker = self._finished_worker = None
+        self._runner = Runner()
         self._job: TrainJob | None = None
-        self._pbar = None
         self._trained: Training | None = None  # the last run with a result
         self.model_path: Path | None = None  # where that result was saved
         self.labeling = LabelingPanel(viewer)
@@ -201,7 +199,7 @@ class LabelTrainDock(Container):
 
     def start_training(self):
         """Snapshot the labels and settings and train in a worker; returns it (None on error)."""
-        if self._worker is not None:
+        if self._runner.running:
             return None
         try:
             frames = image_stack(self.labeling.image.value)
@@ -229,10 +227,9 @@ class LabelTrainDock(Container):
         self._trained, self.model_path = None, None
         self._job = TrainJob(config, notes)  # the notes are said once training begins
         self.plot.clear("preparing the frames…")
-        self._pbar = progress(total=0, desc="Twin-VAE training: preparing")
         self._set_running(True)
         self.status.value = "preparing the frames…"
-        self._worker = start_worker(
+        return self._runner.start(
             prepare_and_train,
             frames,
             regions,
@@ -243,13 +240,13 @@ class LabelTrainDock(Container):
             returned=self._on_returned,
             errored=self._on_errored,
             finished=self._on_finished,
+            desc="Twin-VAE training: preparing",
+            total=0,
         )
-        return self._worker
 
     def stop_training(self) -> None:
         """Stop after the current batch; the best model so far is kept."""
-        if self._worker is not None:
-            self._worker.quit()
+        if self._runner.stop():
             self._stop.enabled = False
             self.status.value = "stopping after this batch…"
 
@@ -290,13 +287,8 @@ class LabelTrainDock(Container):
         self.plot.note = "training failed (see above); your labels are unchanged"
         self.plot.update()
 
-    def _on_finished(self) -> None:
-        # Keep the worker referenced until the next run, as the Count cells dock does: a worker
-        # freed inside its own signal's delivery can crash Qt.
-        job, self._finished_worker, self._worker = self._job, self._worker, None
-        if self._pbar is not None:
-            self._pbar.close()
-            self._pbar = None
+    def _on_finished(self, stopped: bool) -> None:
+        job = self._job
         self._set_running(False)
         if job.returned or job.failed:
             return
@@ -329,7 +321,7 @@ class LabelTrainDock(Container):
 
     def _on_destroyed(self, *_) -> None:
         """The viewer closed: stop a run and leave the widgets (gone now) alone."""
-        let_go(self._worker, self._pbar)
+        self._runner.let_go()
 
     def _on_start(self, value=None) -> None:
         self.start_training()
@@ -377,7 +369,7 @@ class LabelTrainDock(Container):
 
     def _advance(self, report: TrainProgress) -> None:
         """Move the napari progress bar: per epoch, or per minute with only a time budget."""
-        pbar = self._pbar
+        pbar = self._runner.pbar
         if pbar is None:
             return
         if report.epochs is not None:
@@ -387,7 +379,7 @@ class LabelTrainDock(Container):
         if pbar.total != total:
             pbar.total = total
         pbar.set_description(f"Twin-VAE training: {describe(report, short=True)}")
-        if done > pbar.n and pbar is self._pbar:  # not closed meanwhile by the run's end
+        if done > pbar.n and pbar is self._runner.pbar:  # not closed meanwhile by the run's end
             pbar.update(min(done, total) - pbar.n)
 
     def _refuse(self, reason: str) -> None:

@@ -17,12 +17,11 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, PushButton, SpinBox
 from napari.layers import Image, Points
 from napari.types import LayerDataTuple
-from napari.utils import progress
 from napari.utils.notifications import show_error
 
 from napari_twinvae._widgets._annotation import empty_frames, frame_points
 from napari_twinvae._widgets._layers import current_frame, owner_tag, role_of
-from napari_twinvae._widgets._workers import let_go, start_worker
+from napari_twinvae._widgets._workers import Runner
 from napari_twinvae.core.chambers import as_frames
 from napari_twinvae.core.counts import (
     MAX_COUNT,
@@ -155,8 +154,7 @@ class SyntheticCellsDock(Container):
                 self.frame_info,
             ]
         )
-        self._worker = self._finished_worker = None
-        self._pbar = None
+        self._runner = Runner()
         self._generate.changed.connect(self._on_generate)
         self._stop.changed.connect(self._on_stop)
         for event in ("inserted", "removed", "moved"):
@@ -168,7 +166,7 @@ class SyntheticCellsDock(Container):
     # -- public ----------------------------------------------------------------------------
     def generate(self):
         """Snapshot the settings and generate in a worker; returns it (None when refused)."""
-        if self._worker is not None:
+        if self._runner.running:
             return None
         preset = self._preset.value
         try:
@@ -189,10 +187,9 @@ class SyntheticCellsDock(Container):
             SynthConfig.preset(preset), count_weights=tuple(weights.tolist())
         )
         n, seed = int(self._n_images.value), int(self._seed.value)
-        self._pbar = progress(total=n, desc="Synthetic cells")
         self._set_running(True)
         self.status.value = f"generating {n:,} images ..."
-        self._worker = start_worker(
+        return self._runner.start(
             _generate_job,
             n,
             config,
@@ -202,21 +199,20 @@ class SyntheticCellsDock(Container):
             returned=lambda batch: self._on_generated(batch, preset, seed, config),
             errored=self._on_errored,
             finished=self._on_finished,
+            desc="Synthetic cells",
+            total=n,
         )
-        return self._worker
 
     def stop(self) -> None:
         """Stop after the current chunk of images; nothing is added."""
-        if self._worker is not None:
-            self._worker.quit()
+        if self._runner.stop():
             self.status.value = "stopping ..."
 
     # -- worker slots ----------------------------------------------------------------------
     def _on_progress(self, step) -> None:
         done, total = step
         self.status.value = f"generating: {done:,} of {total:,} images"
-        if self._pbar is not None:
-            self._pbar.update(done - self._pbar.n)
+        self._runner.advance(done, total)
 
     def _on_generated(self, batch: SynthBatch, preset: str, seed: int, config) -> None:
         name = f"synthetic cells ({preset}, seed {seed})"
@@ -232,14 +228,9 @@ class SyntheticCellsDock(Container):
     def _on_errored(self, exc: BaseException) -> None:
         self.status.value = f"not generated: {exc}"
 
-    def _on_finished(self) -> None:
-        if self._pbar is not None:
-            self._pbar.close()
-            self._pbar = None
-        if self._worker is not None and self._worker.abort_requested:
+    def _on_finished(self, stopped: bool) -> None:
+        if stopped:
             self.status.value = "stopped; nothing was added"
-        # kept until the next run: a worker freed inside its own signal's delivery can crash Qt
-        self._finished_worker, self._worker = self._worker, None
         self._set_running(False)
 
     # -- callbacks -------------------------------------------------------------------------
@@ -266,7 +257,7 @@ class SyntheticCellsDock(Container):
 
     def _on_destroyed(self, *_) -> None:
         """The viewer closed: stop a run and leave the widgets (gone now) alone."""
-        let_go(self._worker, self._pbar)
+        self._runner.let_go()
 
     def _layers(self, kind):
         def layers(widget=None):
