@@ -1,3 +1,5 @@
+import time
+
 import numpy as np
 
 from napari_twinvae._widgets._layers import (
@@ -62,3 +64,40 @@ def test_a_runtime_error_in_a_job_is_reported_not_swallowed(qtbot):
     assert worker is not None
     assert len(errors) == 1 and isinstance(errors[0], JobFailed)
     assert "out of GPU memory" in str(errors[0])
+
+
+def test_a_runner_tidies_up_before_the_dock_resets(qtbot):
+    """The dock's finished(stopped) comes after the bar is closed and the worker let go, yet still
+    referenced (freed inside its own signal, a worker crashed Qt); Stop ends a run as stopped."""
+    from napari.utils import progress
+
+    from napari_twinvae._widgets._workers import Runner
+
+    def job(n):
+        for done in range(1, n + 1):
+            time.sleep(0.01)
+            yield done, n
+        return n
+
+    runner, ends = Runner(), []
+
+    def finished(stopped):
+        ends.append((stopped, runner.running, runner.pbar))
+
+    def start(n):  # the first step makes the bar
+        return runner.start(
+            job, n, yielded=lambda s: runner.advance(*s), finished=finished, desc="t"
+        )
+
+    worker = start(1000)
+    with qtbot.waitSignal(worker.yielded, timeout=5000):
+        pass
+    bar = runner.pbar
+    assert runner.running and bar.total == 1000 and bar in progress._all_instances
+    assert runner.stop()
+    qtbot.waitUntil(lambda: len(ends) == 1, timeout=5000)
+    assert ends == [(True, False, None)] and bar not in progress._all_instances
+    assert runner._ended is worker and not runner.stop()
+    start(3)
+    qtbot.waitUntil(lambda: len(ends) == 2, timeout=5000)
+    assert ends[1] == (False, False, None) and runner._ended is not worker
