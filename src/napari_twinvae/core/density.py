@@ -96,8 +96,14 @@ def find_peaks(density: torch.Tensor, threshold: float = PEAK_THRESHOLD) -> Peak
     keyed = mass + ramp * 1e-9
     is_peak = (keyed == F.max_pool2d(keyed, 3, stride=1, padding=1)) & (mass >= threshold)
     b, _, y, x = torch.nonzero(is_peak, as_tuple=True)
-    patches = F.unfold(d, 3, padding=1)[b, :, y * GRID + x].view(-1, 3, 3)  # (K, 3, 3)
-    offsets = torch.arange(-1, 2, device=d.device, dtype=d.dtype)
+    # each peak's 3 x 3 neighbourhood (K, 3, 3), gathered from the zero-padded maps; unfolding
+    # every pixel's neighbourhood first made this function half as fast again
+    step = torch.arange(3, device=d.device)
+    padded = F.pad(d[:, 0], (1, 1, 1, 1))
+    patches = padded[
+        b[:, None, None], (y[:, None] + step)[:, :, None], (x[:, None] + step)[:, None, :]
+    ]
+    offsets = step.to(d.dtype) - 1.0
     total = patches.sum((1, 2)).clamp_min(1e-12)
     cy = y.to(d.dtype) + (patches.sum(2) * offsets).sum(1) / total
     cx = x.to(d.dtype) + (patches.sum(1) * offsets).sum(1) / total
