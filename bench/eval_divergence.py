@@ -27,7 +27,6 @@ from napari_twinvae.core.data import natural_set
 from napari_twinvae.core.intensity import normalize_frames
 from napari_twinvae.core.labels import labels_from_table
 from napari_twinvae.core.train import TrainConfig, Training
-from napari_twinvae.core.trainset import load_start
 
 
 def relief(raw: np.ndarray, sigma: float = 1.5) -> np.ndarray:
@@ -52,14 +51,14 @@ def main(argv: list[str] | None = None) -> None:
     n = len(crops) if args.crops is None else min(args.crops, len(crops))
     crops = relief(raw[:n]) if args.relief else crops[:n]
     labels = labels_from_table({i: int(c) for i, c in enumerate(counts[:n])}, n)
-    start = load_start("default")
     runs = {}
     for seed in args.seeds:
         config = TrainConfig(
             init="default", epochs=args.epochs, seed=seed, learning_rate=args.learning_rate
         )
         began = time.perf_counter()
-        training = Training(natural_set(crops, labels), config, start=start)
+        # no start= : a run trains its start model in place, so each seed loads config.init anew
+        training = Training(natural_set(crops, labels), config)
         for progress in training.run():
             if progress.epoch_end and progress.epoch % 10 == 0:
                 print(f"seed {seed} epoch {progress.epoch}", file=sys.stderr, flush=True)
