@@ -2,6 +2,7 @@
 
     PYTHONPATH=src python bench/eval_uncertainty.py --data DATA [--transfer-minutes 1]
     PYTHONPATH=src python bench/eval_uncertainty.py --fit   # prints core.uncertainty's default
+    PYTHONPATH=src python bench/eval_uncertainty.py --data DATA --label-next-only --label-epochs 50
 
 Sets: fresh hardened synthetic test images of both presets (counted by the default model with its
 shipped calibration, which was fitted on other synthetic images, ``--fit``), and the real sets
@@ -16,7 +17,8 @@ calibration curves are drawn to ``docs/uncertainty.png``.
 seed, 30 % of the source images are held out for evaluation; from the others 5 % and 10 % of all
 source images are chosen (by the default model's uncertainty, spread over the sources, or at
 random), their crops labeled and the default model transferred to them (bench/eval_real.py's
-``train_network``, decoder-free, a fixed time budget); MAE on the held-out crops.
+``train_network``, decoder-free, a fixed time budget or ``--label-epochs``); MAE on the held-out
+crops. ``--label-next-only`` runs only this part.
 
 Also: the time-series flags on the six sample growth series (phase contrast and bright field,
 seeds 0-2). The last line is a JSON object.
@@ -172,6 +174,7 @@ def label_choice(args, checkpoint, folder: Path) -> dict:
     per_crop = whole.uncertainty[:, 0]
     ids = np.unique(sources)
     per_source = np.array([per_crop[sources == s].mean() for s in ids])
+    minutes = None if args.label_epochs else args.transfer_minutes
     results: dict = {}
     for share in args.shares:
         k = max(1, int(round(share * ids.size)))
@@ -189,15 +192,17 @@ def label_choice(args, checkpoint, folder: Path) -> dict:
                 labeled = np.flatnonzero(np.isin(sources, chosen))
                 started = time.perf_counter()
                 model, run = train_network(
-                    crops[labeled], counts[labeled], str(checkpoint.path), args.transfer_minutes,
-                    seed, "pc", decoder=False,
+                    crops[labeled], counts[labeled], str(checkpoint.path), minutes, seed, "pc",
+                    decoder=False, epochs=args.label_epochs,
                 )  # fmt: skip
                 m = count_metrics(network_estimates(model, raw[test]), counts[test])
                 results.setdefault(f"{share:g}", {}).setdefault(how, []).append(m["mae"])
+                spans = [round(float(counts[sources == s].mean()), 1) for s in chosen]
                 log(
-                    f"  share {share:g} seed {seed} {how:10s}: sources {sorted(chosen.tolist())} "
-                    f"({labeled.size} crops), MAE {m['mae']:.2f} on {test.size} crops, epoch "
-                    f"{run.best.get('epoch')} ({time.perf_counter() - started:.0f} s)"
+                    f"  share {share:g} seed {seed} {how:10s}: sources {chosen.tolist()} (mean "
+                    f"counts {spans}, {labeled.size} crops), MAE {m['mae']:.2f} on {test.size} "
+                    f"crops, best epoch {run.best.get('epoch')} of {run.epochs} "
+                    f"({time.perf_counter() - started:.0f} s)"
                 )
     summary = {}
     for share, ways in results.items():
@@ -286,7 +291,13 @@ def main(argv=None) -> int:
     parser.add_argument("--transfer-minutes", type=float, default=1.0)
     parser.add_argument("--transfer-epochs", type=int, default=50, help="of the own calibration")
     parser.add_argument("--calibration-share", type=float, default=0.3, help="ditto, labeled")
+    parser.add_argument(
+        "--label-epochs", type=int, help="label next's transfers: epochs instead of the budget"
+    )
     parser.add_argument("--no-label-next", action="store_true", help="skip the transfers")
+    parser.add_argument(
+        "--label-next-only", action="store_true", help="with --data: only label next's transfers"
+    )
     parser.add_argument(
         "--own-calibration-only",
         action="store_true",
@@ -310,6 +321,15 @@ def main(argv=None) -> int:
             source=f"default model, {len(truth)} synthetic images (seed 11, clean and hardened)",
         )
         print(json.dumps(fit.to_dict()))
+        return 0
+
+    if args.label_next_only:
+        if args.data is None:
+            parser.error("--label-next-only needs --data")
+        choice = label_choice(args, checkpoint, args.data / REAL_SETS[0])
+        minutes = None if args.label_epochs else args.transfer_minutes
+        print(json.dumps({"label_next": choice, "transfer_minutes": minutes,
+                          "label_epochs": args.label_epochs}))  # fmt: skip
         return 0
 
     if args.own_calibration_only:
@@ -344,7 +364,8 @@ def main(argv=None) -> int:
     if args.data is not None and not args.no_label_next and (args.data / REAL_SETS[0]).is_dir():
         report["own_calibration"] = own_calibration(args, args.data / REAL_SETS[0])
         report["label_next"] = label_choice(args, checkpoint, args.data / REAL_SETS[0])
-        report["transfer_minutes"] = args.transfer_minutes
+        report["transfer_minutes"] = None if args.label_epochs else args.transfer_minutes
+        report["label_epochs"] = args.label_epochs
     report["top10_error_share"] = {k: v["top10_error_share"] for k, v in report["sets"].items()}
     print(json.dumps(report))
     return 0
