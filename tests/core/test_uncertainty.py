@@ -181,6 +181,8 @@ def test_label_next_picks_uncertain_frames_spread_over_the_series():
     per_chamber[2] = np.nan
     assert label_next(per_chamber, n=10).tolist()[0] == 1
     assert 2 not in label_next(per_chamber, n=10).tolist()
+    # when only frames without an uncertainty are left, the ranking ends: no repeats
+    assert label_next([0.5, np.nan, 0.2], labeled=[0], n=5).tolist() == [2]
 
 
 def test_check_order_puts_flagged_and_uncertain_counts_first():

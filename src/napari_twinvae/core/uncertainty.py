@@ -304,8 +304,8 @@ def label_next(
         discount = np.where(np.isinf(distance), 1.0, 1.0 - np.exp(-distance / space))
         score = np.where(free, per_frame * discount, -np.inf)
         best = int(np.argmax(score))
-        if not np.isfinite(score[best]) and per_frame[best] == -np.inf:
-            break
+        if not free[best] or score[best] == -np.inf:
+            break  # every frame left is labeled or has no uncertainty to rank it by
         picks.append(best)
         free[best] = False
         distance = np.minimum(distance, np.abs(frames - best))
