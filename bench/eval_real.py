@@ -13,10 +13,12 @@ splits:
 (c) natural  the same network trained from scratch on the labeled natural crops only (no
              synthetic data, no pretraining: the paper's "natural only")
 (d) transfer Twin-VAE transfer from the default model (natural + synthetic, decoders off
-             unless --decoders), with a fixed time budget or --transfer-epochs
+             unless --decoders), with a fixed time budget or --transfer-epochs; it counts with
+             the paper's regressor (a density head of the start model is dropped)
 (e) default  the default model as it is, no transfer
-(f) density  (d) with a density head added to the default model, trained on the clicked cell
-             centres of the labeled crops (``points.csv``) and on the synthetic centres
+(f) density  (d) counting with the default model's density head (added if the model has
+             none), trained on the clicked cell centres of the labeled crops (``points.csv``)
+             and on the synthetic centres
 
 The last line is a JSON object: per method, the mean and standard deviation over seeds of
 accuracy, MAE and MRE (as in Kenneweg, Stallmann & Hammer 2023; core.metrics).
@@ -196,7 +198,7 @@ def main(argv=None) -> int:
             elif method == "transfer":
                 model, run = train_network(
                     train, train_counts, str(pretrained.path), minutes, seed, preset,
-                    epochs=args.transfer_epochs, decoder=args.decoders,
+                    epochs=args.transfer_epochs, decoder=args.decoders, head="regressor",
                 )  # fmt: skip
                 estimates = network_estimates(model, test_raw)
                 info = {"epochs": run.best.get("epoch"), "stopped": run.stopped}
