@@ -167,6 +167,11 @@ def own_calibration(args, folder: Path) -> dict:
 
 
 # -- label next -------------------------------------------------------------------------------
+def label_minutes(args) -> float | None:
+    """The time budget of label next's transfers: none when they run ``--label-epochs``."""
+    return None if args.label_epochs else args.transfer_minutes
+
+
 def label_choice(args, checkpoint, folder: Path) -> dict:
     """MAE after transfer, per share and seed, for sources chosen by label_next and at random."""
     raw, crops, counts, sources, independent, _ = load_set(folder)
@@ -174,7 +179,7 @@ def label_choice(args, checkpoint, folder: Path) -> dict:
     per_crop = whole.uncertainty[:, 0]
     ids = np.unique(sources)
     per_source = np.array([per_crop[sources == s].mean() for s in ids])
-    minutes = None if args.label_epochs else args.transfer_minutes
+    minutes = label_minutes(args)
     results: dict = {}
     for share in args.shares:
         k = max(1, int(round(share * ids.size)))
@@ -327,8 +332,7 @@ def main(argv=None) -> int:
         if args.data is None:
             parser.error("--label-next-only needs --data")
         choice = label_choice(args, checkpoint, args.data / REAL_SETS[0])
-        minutes = None if args.label_epochs else args.transfer_minutes
-        print(json.dumps({"label_next": choice, "transfer_minutes": minutes,
+        print(json.dumps({"label_next": choice, "transfer_minutes": label_minutes(args),
                           "label_epochs": args.label_epochs}))  # fmt: skip
         return 0
 
@@ -364,7 +368,7 @@ def main(argv=None) -> int:
     if args.data is not None and not args.no_label_next and (args.data / REAL_SETS[0]).is_dir():
         report["own_calibration"] = own_calibration(args, args.data / REAL_SETS[0])
         report["label_next"] = label_choice(args, checkpoint, args.data / REAL_SETS[0])
-        report["transfer_minutes"] = None if args.label_epochs else args.transfer_minutes
+        report["transfer_minutes"] = label_minutes(args)
         report["label_epochs"] = args.label_epochs
     report["top10_error_share"] = {k: v["top10_error_share"] for k, v in report["sets"].items()}
     print(json.dumps(report))

@@ -304,7 +304,7 @@ def label_next(
         discount = np.where(np.isinf(distance), 1.0, 1.0 - np.exp(-distance / space))
         score = np.where(free, per_frame * discount, -np.inf)
         best = int(np.argmax(score))
-        if not free[best] or score[best] == -np.inf:
+        if score[best] == -np.inf:
             break  # every frame left is labeled or has no uncertainty to rank it by
         picks.append(best)
         free[best] = False
