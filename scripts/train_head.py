@@ -1,7 +1,7 @@
 """Give a trained model a density head learned from synthetic cell centres, its encoders frozen.
 
     PYTHONPATH=src python scripts/train_head.py --init runs/stage8.pt --out runs/head.pt \
-        --epochs 170 --seed 0
+        --epochs 170 --seed 0 --cosine
 
 An experiment towards a default model with a density head (docs/density.md, "A head trained on
 synthetic cells"); not how the shipped model was made. Only the density head
@@ -12,16 +12,29 @@ an earlier one, normalised as counting normalises frames) and 1,024 clean ones f
 twin (CleanScenes, below), each with its exact cell centres; each batch of 32 is flipped or
 turned at random with its centres. The loss is the density head's own: the pixel MSE of the map
 and a tenth of the L1 error of its sum (LossWeights.density, density_sum), Adam at 1e-3 (constant,
-or falling to 0 with --cosine), the last epoch kept. Seeded; the encoders run in bfloat16 where the CPU computes it. The
-last line is a JSON object with the run's epochs, steps and minutes.
+or falling to 0 with --cosine).
+
+With ``--validate N`` (default 256) the run counts N fresh clean and N hardened images of each
+preset, as a user counts them, every ``--validate-every`` epochs, and keeps the head of the
+epoch with the highest mean exact share (then the lowest MAE); those images come from their own
+seed (5), apart from the training images and from the test sets of bench/eval_views.py (seed
+1). ``--validate 0`` keeps the last epoch. ``--workers K`` draws the images of the next epochs
+in K processes while the head trains (the same images as without). ``--head-out`` also writes
+the head's weights alone (65 KB), ``--head-weights`` starts the head from such a file
+(``--epochs 0`` then only puts it on ``--init``'s model). Seeded; the encoders run in bfloat16
+where the device computes it. The last line is a JSON object with the run's epochs, steps,
+minutes and validation.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import concurrent.futures
 import dataclasses
 import json
 import math
+import multiprocessing
 import sys
 import time
 
@@ -29,6 +42,9 @@ import numpy as np
 
 BATCH = 32
 IMAGES_PER_TWIN = 1024
+VALIDATION_SEED = (
+    5  # bench/eval_views.py tests with seed 1, eval_bias and eval_uncertainty fit with 11
+)
 
 
 def dihedral(x, points, k: int):
@@ -69,6 +85,73 @@ class CleanScenes:
         )
 
 
+def epoch_images(twins: dict, epoch: int) -> dict:
+    """Each twin's images and centres of one epoch (seeded by the epoch alone)."""
+    return {domain: mix.batch(IMAGES_PER_TWIN, epoch) for domain, mix in twins.items()}
+
+
+def _quiet_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # one core per drawing process
+
+
+def epochs_of(twins: dict, epochs: int, workers: int):
+    """Yield :func:`epoch_images` for every epoch in order; with ``workers`` processes the
+    next epochs are drawn while the caller trains on this one (at most ``workers`` ahead)."""
+    if workers <= 0:
+        for epoch in range(epochs):
+            yield epoch_images(twins, epoch)
+        return
+    # spawned, not forked: a fork of a process that has run torch's threads can hang
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_quiet_worker
+    ) as pool:
+        ahead = collections.deque()
+        for epoch in range(epochs):
+            while len(ahead) < workers and epoch + len(ahead) < epochs:
+                ahead.append(pool.submit(epoch_images, twins, epoch + len(ahead)))
+            yield ahead.popleft().result()
+
+
+def validation_sets(n: int) -> dict:
+    """N fresh clean and N hardened raw images of each preset with their counts, drawn as
+    bench/eval_views.py draws its test sets but from :data:`VALIDATION_SEED`."""
+    from napari_twinvae.core.pretrain import pretraining_weights
+    from napari_twinvae.core.realism import harden
+    from napari_twinvae.core.synthetic import PRESETS, SynthConfig, generate
+
+    found = {}
+    for i, preset in enumerate(PRESETS):
+        cfg = dataclasses.replace(
+            SynthConfig.preset(preset), count_weights=tuple(pretraining_weights().tolist())
+        )
+        drawn = generate(n, cfg, rng=np.random.default_rng([VALIDATION_SEED, 99991, i]))
+        hardened = harden(drawn.images, rng=np.random.default_rng([VALIDATION_SEED, 99989, i]))
+        found[f"{preset} clean"] = (drawn.images, drawn.counts)
+        found[f"{preset} hardened"] = (hardened, drawn.counts)
+    return found
+
+
+def validate(checkpoint, sets: dict, device) -> dict:
+    """Exact share, MAE and bias per set and their means, counted as a user counts."""
+    from napari_twinvae.core.metrics import accuracy, mae
+    from napari_twinvae.core.predict import count
+
+    scores = {}
+    for name, (images, truth) in sets.items():
+        estimates = count(images, checkpoint, batch_size=256, device=device, uncertainty=False)
+        found = estimates.estimates[:, 0]
+        scores[name] = {
+            "exact": round(accuracy(found, truth), 4),
+            "mae": round(mae(found, truth), 4),
+            "bias": round(float(np.mean(found - truth)), 4),
+        }
+    means = {k: round(float(np.mean([s[k] for s in scores.values()])), 4) for k in ("exact", "mae")}
+    return {**scores, **means}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--init", required=True, help="the trained model to give a head")
@@ -79,6 +162,12 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--cosine", action="store_true", help="let the rate fall along a half cosine to 0"
     )
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    parser.add_argument("--validate", type=int, default=256, help="images per preset and kind")
+    parser.add_argument("--validate-every", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=0, help="processes drawing images ahead")
+    parser.add_argument("--head-weights", help="start the head from these weights")
+    parser.add_argument("--head-out", help="also write the head's weights alone here")
     args = parser.parse_args(argv)
 
     import torch
@@ -91,18 +180,22 @@ def main(argv=None) -> int:
         map_counts,
         pad_points,
     )
+    from napari_twinvae.core.device import select_device
     from napari_twinvae.core.io import load_model, save_checkpoint
     from napari_twinvae.core.losses import density_loss
     from napari_twinvae.core.pretrain import HardenedMix
 
     torch.manual_seed(args.seed)
-    start = load_model(args.init)
+    device = select_device(args.device)
+    start = load_model(args.init, device=device)
     model = start.model
     model.set_head("density")
+    head = model.density_head
+    if args.head_weights:
+        head.load_state_dict(torch.load(args.head_weights, map_location=device, weights_only=True))
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(name.startswith("density_head."))
     model.eval()  # the frozen encoders keep their batch-norm statistics; the head has none
-    head = model.density_head
     optimizer = torch.optim.Adam(head.parameters(), lr=args.learning_rate)
     twins = {
         "natural": HardenedMix(
@@ -111,19 +204,22 @@ def main(argv=None) -> int:
         "synthetic": CleanScenes(args.seed),
     }
     weights = LossWeights()
-    dtype = counting_dtype(torch.device("cpu"))
-    began, steps = time.perf_counter(), 0
+    dtype = counting_dtype(device)
     per_epoch = 2 * (IMAGES_PER_TWIN // BATCH)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda step: (
-            0.5 * (1 + math.cos(math.pi * step / (args.epochs * per_epoch))) if args.cosine else 1.0
+            0.5 * (1 + math.cos(math.pi * step / max(1, args.epochs * per_epoch)))
+            if args.cosine
+            else 1.0
         ),
     )
-    for epoch in range(args.epochs):
+    checks = validation_sets(args.validate) if args.validate > 0 else None
+    best, history = None, []
+    began, steps = time.perf_counter(), 0
+    for epoch, drawn in enumerate(epochs_of(twins, args.epochs, args.workers)):
         losses = []
-        for t, (domain, mix) in enumerate(twins.items()):
-            batch = mix.batch(IMAGES_PER_TWIN, epoch)
+        for t, (domain, batch) in enumerate(drawn.items()):
             cells = cells_per_image(batch.centres, len(batch.images))
             rng = np.random.default_rng([args.seed, epoch, t])
             order = rng.permutation(len(batch.images))
@@ -132,14 +228,15 @@ def main(argv=None) -> int:
                 points, mask = pad_points([cells[j] for j in chosen])
                 x = torch.from_numpy(batch.images[chosen]).float()[:, None]
                 x, points = dihedral(x, points, int(rng.integers(8)))
+                x, points, mask = x.to(device), points.to(device), mask.to(device)
                 with (
                     torch.no_grad(),
-                    torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32),
+                    torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32),
                 ):
                     maps = model.encoder_maps(x, domain, depth=3)
                 density = head([m.float() for m in maps])
                 targets = density_targets(points, mask)
-                every = torch.ones(len(chosen), dtype=torch.bool)
+                every = torch.ones(len(chosen), dtype=torch.bool, device=device)
                 terms = density_loss(density, targets, every, map_counts(targets), every)
                 loss = weights.density * terms.map + weights.density_sum * terms.sum
                 optimizer.zero_grad()
@@ -149,19 +246,41 @@ def main(argv=None) -> int:
                 losses.append(loss.item())
                 steps += 1
         minutes = (time.perf_counter() - began) / 60
-        print(f"epoch {epoch + 1}: loss {np.mean(losses):.4f} ({minutes:.1f} min)", file=sys.stderr)
+        line = f"epoch {epoch + 1}: loss {np.mean(losses):.4f} ({minutes:.1f} min)"
+        last = epoch + 1 == args.epochs
+        if checks is not None and ((epoch + 1) % args.validate_every == 0 or last):
+            scores = validate(start, checks, device)
+            history.append({"epoch": epoch + 1, "exact": scores["exact"], "mae": scores["mae"]})
+            line += f", validation {scores['exact']:.1%} exact, MAE {scores['mae']:.3f}"
+            if best is None or (scores["exact"], -scores["mae"]) > (
+                best["scores"]["exact"],
+                -best["scores"]["mae"],
+            ):
+                state = {k: v.detach().clone() for k, v in head.state_dict().items()}
+                best = {"epoch": epoch + 1, "scores": scores, "state": state}
+        print(line, file=sys.stderr, flush=True)
+    if best is not None:
+        head.load_state_dict(best["state"])
     summary = dict(start.summary)
     summary["head_stage"] = {
         "command": "python scripts/train_head.py --init <start> --out <out> "
         f"--epochs {args.epochs} --seed {args.seed} --learning-rate {args.learning_rate:g}"
-        + (" --cosine" if args.cosine else ""),
+        + (" --cosine" if args.cosine else "")
+        + f" --validate {args.validate} --validate-every {args.validate_every}",
         "trains": "the density head only, on exact centres of synthetic images of both twins",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
         "epochs": args.epochs,
         "steps": steps,
         "minutes": round((time.perf_counter() - began) / 60, 1),
     }
+    if best is not None:
+        summary["head_stage"]["kept_epoch"] = best["epoch"]
+        summary["head_stage"]["validation"] = best["scores"]
+        summary["head_stage"]["validation_history"] = history
+    if args.head_out:
+        torch.save({k: v.cpu() for k, v in head.state_dict().items()}, args.head_out)
     save_checkpoint(args.out, model, normalization=start.normalization, summary=summary, half=True)
-    print(json.dumps(summary["head_stage"]))
+    print(json.dumps({k: v for k, v in summary["head_stage"].items() if k != "validation_history"}))
     return 0
 
 
