@@ -20,7 +20,7 @@ epoch with the highest mean exact share (then the lowest MAE); those images come
 seed (5), apart from the training images and from the test sets of bench/eval_views.py (seed
 1). ``--validate 0`` keeps the last epoch. ``--workers K`` draws the images of the next epochs
 in K processes while the head trains (the same images as without). ``--head-out`` also writes
-the head's weights alone (65 KB), ``--head-weights`` starts the head from such a file
+the head's weights alone (70 KB; the best so far whenever one is found), ``--head-weights`` starts the head from such a file
 (``--epochs 0`` then only puts it on ``--init``'s model). Seeded; the encoders run in bfloat16
 where the device computes it. The last line is a JSON object with the run's epochs, steps,
 minutes and validation.
@@ -258,6 +258,8 @@ def main(argv=None) -> int:
             ):
                 state = {k: v.detach().clone() for k, v in head.state_dict().items()}
                 best = {"epoch": epoch + 1, "scores": scores, "state": state}
+                if args.head_out:  # the best head so far survives a run stopped early
+                    torch.save({k: v.cpu() for k, v in state.items()}, args.head_out)
         print(line, file=sys.stderr, flush=True)
     if best is not None:
         head.load_state_dict(best["state"])
@@ -277,7 +279,7 @@ def main(argv=None) -> int:
         summary["head_stage"]["kept_epoch"] = best["epoch"]
         summary["head_stage"]["validation"] = best["scores"]
         summary["head_stage"]["validation_history"] = history
-    if args.head_out:
+    if args.head_out and best is None:
         torch.save({k: v.cpu() for k, v in head.state_dict().items()}, args.head_out)
     save_checkpoint(args.out, model, normalization=start.normalization, summary=summary, half=True)
     print(json.dumps({k: v for k, v in summary["head_stage"].items() if k != "validation_history"}))
