@@ -124,7 +124,6 @@ def train_network(
     """A model trained on the labeled crops (normalised; ``cells``: their clicked centres), as a
     checkpoint, and its run."""
     from napari_twinvae.core.data import NaturalSet
-    from napari_twinvae.core.io import Checkpoint
     from napari_twinvae.core.train import TrainConfig, train
 
     natural = NaturalSet(
@@ -137,10 +136,16 @@ def train_network(
         init=init, minutes=minutes, epochs=epochs, seed=seed, preset=preset, device="cpu", **kw
     )
     result = train(natural, config, Normalization())
-    checkpoint = Checkpoint(
+    return checkpoint_of(result), result
+
+
+def checkpoint_of(result):
+    """A training result as the checkpoint that saving and loading it would give."""
+    from napari_twinvae.core.io import Checkpoint
+
+    return Checkpoint(
         result.model, result.model.config, result.normalization, result.summary(), versions={}
     )
-    return checkpoint, result
 
 
 def main(argv=None) -> int:
