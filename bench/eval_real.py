@@ -111,15 +111,24 @@ def log_baseline(train: np.ndarray, train_counts: np.ndarray, test: np.ndarray) 
 
 
 # -- (c), (d), (e): the network ------------------------------------------------------------
-def network_estimates(checkpoint, raw: np.ndarray) -> np.ndarray:
+def network_estimates(checkpoint, raw: np.ndarray, device: str = "cpu") -> np.ndarray:
     """Count raw crops as a user would: normalised as the checkpoint says, counting path only."""
     from napari_twinvae.core.predict import count
 
-    return count(raw, checkpoint, device="cpu").estimates[:, 0]
+    return count(raw, checkpoint, device=device).estimates[:, 0]
 
 
 def train_network(
-    crops, crop_counts, init: str, minutes, seed: int, preset: str, cells=None, epochs=None, **kw
+    crops,
+    crop_counts,
+    init: str,
+    minutes,
+    seed: int,
+    preset: str,
+    cells=None,
+    epochs=None,
+    device: str = "cpu",
+    **kw,
 ):
     """A model trained on the labeled crops (normalised; ``cells``: their clicked centres), as a
     checkpoint, and its run."""
@@ -133,7 +142,7 @@ def train_network(
         None if cells is None else tuple(cells),
     )
     config = TrainConfig(
-        init=init, minutes=minutes, epochs=epochs, seed=seed, preset=preset, device="cpu", **kw
+        init=init, minutes=minutes, epochs=epochs, seed=seed, preset=preset, device=device, **kw
     )
     result = train(natural, config, Normalization())
     return checkpoint_of(result), result
@@ -164,6 +173,12 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--natural-minutes", type=float, default=1.5, help="budget of (c)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="where the networks train and count; the benchmarks' budgets are CPU minutes, so "
+        "use another device with --transfer-epochs (e.g. to sweep epochs on a GPU)",
+    )
     args = parser.parse_args(argv)
 
     from napari_twinvae.core.io import load_model
@@ -196,27 +211,28 @@ def main(argv=None) -> int:
             elif method == "natural":
                 model, run = train_network(
                     train, train_counts, "scratch", args.natural_minutes, seed, preset,
-                    synthetic_ratio=0.0, regressor_delay=0,
+                    synthetic_ratio=0.0, regressor_delay=0, device=args.device,
                 )  # fmt: skip
-                estimates = network_estimates(model, test_raw)
+                estimates = network_estimates(model, test_raw, args.device)
                 info = {"epochs": run.best.get("epoch"), "stopped": run.stopped}
             elif method == "transfer":
                 model, run = train_network(
                     train, train_counts, str(pretrained.path), minutes, seed, preset,
                     epochs=args.transfer_epochs, decoder=args.decoders, head="regressor",
+                    device=args.device,
                 )  # fmt: skip
-                estimates = network_estimates(model, test_raw)
+                estimates = network_estimates(model, test_raw, args.device)
                 info = {"epochs": run.best.get("epoch"), "stopped": run.stopped}
             elif method == "density":
                 model, run = train_network(
                     train, train_counts, str(pretrained.path), minutes, seed, preset,
                     cells=[cells[i] for i in labeled], epochs=args.transfer_epochs,
-                    decoder=args.decoders, head="density",
+                    decoder=args.decoders, head="density", device=args.device,
                 )  # fmt: skip
-                estimates = network_estimates(model, test_raw)
+                estimates = network_estimates(model, test_raw, args.device)
                 info = {"epochs": run.best.get("epoch"), "stopped": run.stopped}
             else:
-                estimates = network_estimates(pretrained, test_raw)
+                estimates = network_estimates(pretrained, test_raw, args.device)
             metrics = count_metrics(estimates, truth)
             metrics["seconds"] = time.perf_counter() - start
             results[method].append(metrics)
@@ -243,6 +259,7 @@ def main(argv=None) -> int:
                 "labeled_share": args.labeled_share,
                 "transfer_epochs": args.transfer_epochs,
                 "decoders": args.decoders,
+                "device": args.device,
                 "budget_minutes": {
                     "transfer": minutes,
                     "natural": args.natural_minutes,
