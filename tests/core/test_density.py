@@ -139,7 +139,23 @@ def test_a_transfer_counts_with_a_density_head_when_the_labels_mark_cells(tmp_pa
     assert train(natural, kept).model.config.head == "regressor"
 
 
-def test_a_model_file_from_before_the_density_head_loads_and_counts_with_the_regressor():
-    old = load_checkpoint(default_model_path())
+def test_a_model_file_from_before_the_density_head_loads_and_counts_with_the_regressor(tmp_path):
+    path = save_checkpoint(tmp_path / "old.pt", TwinVAE(TINY))
+    payload = torch.load(path, weights_only=True)
+    for key in ("head", "density_sigma"):  # the fields files written before the head lack
+        del payload["model_config"][key]
+    torch.save(payload, path)
+    old = load_checkpoint(path)
     assert old.config.head == "regressor" and old.model.density_head is None
-    assert "head" not in old.summary.get("config", {}).get("model", {})
+    frames = generate(3, SynthConfig(), rng=0).images
+    assert np.isfinite(count(frames, old, device="cpu").estimates).all()
+
+
+def test_the_default_model_counts_with_a_density_head_and_finds_the_cells():
+    shipped = load_checkpoint(default_model_path())
+    assert shipped.config.head == "density" and shipped.model.density_head is not None
+    batch = generate(8, SynthConfig.preset("pc"), rng=3)
+    found = count(batch.images, shipped, device="cpu", cells=True)
+    per_frame = np.bincount(found.cells[:, 0].astype(int), minlength=8)
+    assert np.abs(per_frame - batch.counts).mean() <= 1.0, (per_frame, batch.counts)
+    assert np.abs(found.estimates[:, 0] - batch.counts).mean() <= 1.0

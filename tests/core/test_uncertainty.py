@@ -13,6 +13,7 @@ from napari_twinvae.core.metrics import round_counts
 from napari_twinvae.core.predict import count, write_counts_csv
 from napari_twinvae.core.uncertainty import (
     DEFAULT_CALIBRATION,
+    REGRESSOR_CALIBRATION,
     SIGNALS,
     Calibration,
     calibration_curve,
@@ -80,15 +81,15 @@ def test_a_signal_the_model_cannot_give_weighs_as_an_average_one(tmp_path, frame
     assert np.isnan(result.signals[..., 1]).all()  # a density head has no latent code
     assert np.isfinite(result.signals[..., [0, 2]]).all()
     feats = features(result.estimates, result.signals)
+    # read by the regressor's fit, which weighs the latent spread the density head cannot give
+    fit = REGRESSOR_CALIBRATION
     at_the_mean = feats.copy()
-    at_the_mean[..., 2] = DEFAULT_CALIBRATION.mean[2]
-    np.testing.assert_allclose(
-        DEFAULT_CALIBRATION.score(feats), DEFAULT_CALIBRATION.score(at_the_mean)
-    )
+    at_the_mean[..., 2] = fit.mean[2]
+    np.testing.assert_allclose(fit.score(feats), fit.score(at_the_mean))
     # no latent spread is not "certain": an absent signal once made every count look sure
     no_spread = at_the_mean.copy()
     no_spread[..., 2] = np.log(0.02)
-    assert np.all(DEFAULT_CALIBRATION.score(no_spread) < DEFAULT_CALIBRATION.score(feats) - 1)
+    assert np.all(fit.score(no_spread) < fit.score(feats) - 1)
 
 
 def test_a_fit_gives_a_missing_signal_no_weight():
@@ -135,6 +136,7 @@ def test_the_calibration_fit_finds_what_predicts_a_wrong_count():
 
 def test_a_stored_calibration_is_used_and_the_default_otherwise(checkpoint, frames):
     assert calibration_of({}) is DEFAULT_CALIBRATION
+    assert calibration_of({}, density=False) is REGRESSOR_CALIBRATION
     certain = Calibration((0.0,) * 5, -20.0, (0.0,) * 5, (1.0,) * 5)
     assert calibration_of({"uncertainty": certain.to_dict()}) == certain
     result = count(frames[:2], checkpoint, device="cpu", calibration=certain)

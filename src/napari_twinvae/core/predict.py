@@ -219,7 +219,11 @@ def iter_count(
         cells=np.concatenate(found) if found else (np.zeros((0, 4)) if cells else None),
         uncertainty=None
         if signals is None
-        else probability_wrong(estimates, signals, calibration or calibration_of(ckpt.summary)),
+        else probability_wrong(
+            estimates,
+            signals,
+            calibration or calibration_of(ckpt.summary, ckpt.model.density_head is not None),
+        ),
         signals=signals,
     )
 

@@ -1,7 +1,7 @@
 """The uncertainty calibration a training run fits for the model it keeps.
 
-The shipped calibration (:data:`core.uncertainty.DEFAULT_CALIBRATION`) was fitted for the
-default model on synthetic images. A transferred model on the user's frames is wrong more or
+The shipped calibration (:func:`core.uncertainty.shipped_calibration`, one per head) was fitted
+for the default model on synthetic images. A transferred model on the user's frames is wrong more or
 less often than that: after a transfer to `usiigaci_phc` the shipped fit says 0.1-0.5 where
 nine counts in ten are wrong. So a run that held labeled frames out counts them with the kept
 model, as ``count`` would (the natural twin, every orientation, the same latent draws), and
@@ -26,7 +26,7 @@ from napari_twinvae.core.count_paths import (
     spread_count,
 )
 from napari_twinvae.core.metrics import round_counts
-from napari_twinvae.core.uncertainty import DEFAULT_CALIBRATION, Calibration, features, rescaled
+from napari_twinvae.core.uncertainty import Calibration, features, rescaled, shipped_calibration
 
 
 def fit_run_calibration(
@@ -55,6 +55,5 @@ def fit_run_calibration(
     source = (
         f"the shipped calibration rescaled by the training run to {len(counts)} held-out frames"
     )
-    return rescaled(
-        DEFAULT_CALIBRATION, features(estimates, np.concatenate(signals)), wrong, source
-    )
+    shipped = shipped_calibration(model.density_head is not None)
+    return rescaled(shipped, features(estimates, np.concatenate(signals)), wrong, source)

@@ -16,7 +16,8 @@ and two that need no extra pass: how close the estimate lies to a rounding bound
 to 2 as easily as 2.51 to 3) and the size of the count (dense chambers are miscounted more often).
 A logistic fit (:class:`Calibration`) turns them into one number per frame and chamber, the
 probability that the rounded count is wrong. The shipped fit (:data:`DEFAULT_CALIBRATION`) was made
-on synthetic images with the default model (``bench/eval_uncertainty.py --fit``); on your own
+on synthetic images with the default model (``bench/eval_uncertainty.py --fit``;
+:data:`REGRESSOR_CALIBRATION` for a model that counts with the regressor); on your own
 labeled frames :func:`fit_calibration` makes one for your microscope.
 
 :func:`series_flags` reads a growth series, where counts change one cell at a time, and marks the
@@ -84,16 +85,34 @@ class Calibration:
 
 
 DEFAULT_CALIBRATION = Calibration(
+    weights=(-0.2799, 0.4290, 0.0000, 0.6688, 0.2188),
+    bias=-0.5787,
+    mean=(-1.4424, -1.5568, 0.0000, 0.4337, 2.4284),
+    scale=(0.7322, 0.6554, 1.0000, 0.3396, 0.7648),
+    source="default model, 4 views, 4000 synthetic images (seed 11, clean and hardened)",
+)
+"""Fitted by ``bench/eval_uncertainty.py --fit`` (its printout, rounded): the default model (stage
+9, which counts with a density head) on 1,000 clean and 1,000 hardened synthetic images per
+preset, counted with the default views. It weighs the disagreement of the map's peaks with its
+sum; the latent samples carry no weight, since the density path reads the encoders' maps, not the
+latent code. A training run that holds labeled frames
+out rescales it (core.run_calibration)."""
+
+REGRESSOR_CALIBRATION = Calibration(
     weights=(-0.2296, 0.2300, 0.3532, 0.0000, 0.5722),
     bias=-0.1468,
     mean=(-1.4818, -1.3319, -2.8071, 0.0000, 2.4549),
     scale=(0.7412, 0.6386, 0.1097, 1.0000, 0.7699),
-    source="default model, 4 views, 4000 synthetic images (seed 11, clean and hardened)",
+    source="default model's regressor, 4 views, 4000 synthetic images (seed 11, clean and hardened)",
 )
-"""Fitted by ``bench/eval_uncertainty.py --fit`` (its printout, rounded): the default model on
-1,000 clean and 1,000 hardened synthetic images per preset, counted with the default views.
-It has never seen a density head's peaks (weight 0); a training run that holds labeled frames
-out rescales it (core.run_calibration)."""
+"""The same fit for a model that counts with the regressor (``bench/eval_uncertainty.py --fit``
+with stage 8 of the default model, whose regressor stage 9 keeps): it weighs the spread of the
+latent samples and has never seen peaks."""
+
+
+def shipped_calibration(density: bool = True) -> Calibration:
+    """The shipped fit for a model that counts with a density head, or with the regressor."""
+    return DEFAULT_CALIBRATION if density else REGRESSOR_CALIBRATION
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -193,10 +212,11 @@ def rescaled(base: Calibration, feats: np.ndarray, wrong: np.ndarray, source: st
     )  # fmt: skip
 
 
-def calibration_of(summary: dict | None) -> Calibration:
-    """The calibration stored in a checkpoint's summary (``"uncertainty"``), else the default."""
+def calibration_of(summary: dict | None, density: bool = True) -> Calibration:
+    """The calibration stored in a checkpoint's summary (``"uncertainty"``), else the shipped one
+    for its head (``density``: it counts with a density head)."""
     stored = (summary or {}).get("uncertainty")
-    return Calibration.from_dict(stored) if stored else DEFAULT_CALIBRATION
+    return Calibration.from_dict(stored) if stored else shipped_calibration(density)
 
 
 def probability_wrong(
