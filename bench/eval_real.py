@@ -171,6 +171,12 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--decoders", action="store_true", help="(d) with the decoders on, as train's default"
     )
+    parser.add_argument(
+        "--freeze",
+        default="none",
+        choices=["none", "core", "outer", "thaw"],
+        help="what (d) and (f) keep frozen (core.freezing; train's --freeze)",
+    )
     parser.add_argument("--natural-minutes", type=float, default=1.5, help="budget of (c)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument(
@@ -219,7 +225,7 @@ def main(argv=None) -> int:
                 model, run = train_network(
                     train, train_counts, str(pretrained.path), minutes, seed, preset,
                     epochs=args.transfer_epochs, decoder=args.decoders, head="regressor",
-                    device=args.device,
+                    device=args.device, freeze=args.freeze,
                 )  # fmt: skip
                 estimates = network_estimates(model, test_raw, args.device)
                 info = {"epochs": run.best.get("epoch"), "stopped": run.stopped}
@@ -228,6 +234,7 @@ def main(argv=None) -> int:
                     train, train_counts, str(pretrained.path), minutes, seed, preset,
                     cells=[cells[i] for i in labeled], epochs=args.transfer_epochs,
                     decoder=args.decoders, head="density", device=args.device,
+                    freeze=args.freeze,
                 )  # fmt: skip
                 estimates = network_estimates(model, test_raw, args.device)
                 info = {"epochs": run.best.get("epoch"), "stopped": run.stopped}
@@ -259,6 +266,7 @@ def main(argv=None) -> int:
                 "labeled_share": args.labeled_share,
                 "transfer_epochs": args.transfer_epochs,
                 "decoders": args.decoders,
+                "freeze": args.freeze,
                 "device": args.device,
                 "budget_minutes": {
                     "transfer": minutes,

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import numpy as np
@@ -164,7 +165,7 @@ def test_cpu_training_uses_bfloat16_where_the_cpu_computes_it(
 
 
 def test_parts_cover_every_parameter():
-    model = TwinVAE(TINY)
+    model = TwinVAE(dataclasses.replace(TINY, head="density"))  # every part, both heads
     names = [n for n, _ in model.named_parameters()]
     core = {n for n in names if parameter_part(n) == "core"}
     outer = {n for n in names if parameter_part(n) == "outer"}
@@ -231,6 +232,16 @@ def test_a_dropout_override_holds_for_the_run_only(start_model, monkeypatch):
     assert rates_in_training == {0.0}
     rates = {m.p for m in result.model.modules() if isinstance(m, torch.nn.Dropout)}
     assert rates == {TINY.dropout}  # the saved model keeps the rate it is built with
+
+
+@pytest.mark.parametrize("freeze", ["core", "outer", "thaw", "counting"])
+def test_every_freeze_strategy_trains_a_model_with_a_density_head(freeze):
+    """The shipped model counts with a density head: every strategy the dock and train offer
+    must place it (shared by both twins, so a core part, thawed first with the regressor)."""
+    model = TwinVAE(dataclasses.replace(TINY, head="density"))
+    frozen = frozen_parameters(model, freeze, 0.0)
+    head = {n for n, _ in model.named_parameters() if n.startswith("density_head.")}
+    assert head and (head <= frozen) == (freeze in ("core", "counting"))
 
 
 def test_thaw_unfreezes_in_five_stages_from_the_inside_out(start_model):

@@ -3,17 +3,17 @@
 Parameter groups, by the model's top-level modules:
 
 * **core** (shared by both twins): ``shared_encoder``, ``mu``, ``logvar``, ``expand``,
-  ``shared_decoder``, ``regressor``;
+  ``shared_decoder``, ``regressor`` and the ``density_head`` (one head, read by both twins);
 * **outer** (one per twin): ``encoders.*``, ``decoders.*``;
 * **counting** freezes the counting path (outer and shared encoder, ``mu``, ``logvar``,
-  ``regressor``) so only the decoders train: it brings back reconstructions after a
+  ``regressor``, ``density_head``) so only the decoders train: it brings back reconstructions after a
   decoder-free run without touching the counts.
 
 A frozen parameter takes no optimizer step (no update, no weight decay) while gradients still
 flow through it to the layers before it; frozen batch-norm layers also keep their running
 statistics (they run in eval mode). ``thaw`` starts with everything but the innermost layers
 frozen and unfreezes in five stages at 0, 1/5, 2/5, 3/5 and 4/5 of the run, from the inside out:
-(1) regressor, mu, logvar, expand; (2) shared encoder and decoder; (3) the outer layers next to
+(1) regressor, density head, mu, logvar, expand; (2) shared encoder and decoder; (3) the outer layers next to
 them (last encoder convolution, first decoder block); (4) the next outer layer on each side;
 (5) the rest.
 """
@@ -25,11 +25,19 @@ import math
 from torch import nn
 
 FREEZE_STRATEGIES = ("none", "core", "outer", "thaw", "counting")
-CORE_PARTS = ("shared_encoder", "mu", "logvar", "expand", "shared_decoder", "regressor")
+CORE_PARTS = (
+    "shared_encoder",
+    "mu",
+    "logvar",
+    "expand",
+    "shared_decoder",
+    "regressor",
+    "density_head",
+)
 """Top-level modules shared by both twins: frozen by ``freeze="core"``."""
 OUTER_PARTS = ("encoders", "decoders")
 """Top-level modules that exist once per twin: frozen by ``freeze="outer"``."""
-COUNTING_PARTS = ("encoders", "shared_encoder", "mu", "logvar", "regressor")
+COUNTING_PARTS = ("encoders", "shared_encoder", "mu", "logvar", "regressor", "density_head")
 """Top-level modules on the counting path: frozen by ``freeze="counting"``."""
 THAW_STAGES = 5
 
@@ -47,8 +55,8 @@ def parameter_part(name: str) -> str:
 def thaw_stage(name: str) -> int:
     """The thaw stage (0-4) in which a parameter starts to train: from the inside out."""
     parts = name.split(".")
-    if parts[0] in ("regressor", "mu", "logvar", "expand"):
-        return 0
+    if parts[0] in ("regressor", "density_head", "mu", "logvar", "expand"):
+        return 0  # the counting heads first
     if parts[0] in ("shared_encoder", "shared_decoder"):
         return 1
     block = int(parts[2]) // 3  # modules come in (layer, norm/activation, ...) threes
