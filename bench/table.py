@@ -65,7 +65,8 @@ def count_rows(data: Path | None) -> list[Row]:
             (
                 f"{r['images_per_s']:,.0f} images/s ({r['precision']} inner convolutions); "
                 f"{r['images_per_s_float32']:,.0f} in float32 = {r['ratio']:.0%} of the float32 "
-                f"compute limit ({r['limit_images_per_s']:,.0f} images/s)"
+                f"compute limit ({r['limit_images_per_s']:,.0f} images/s); through a density "
+                f"head, as the default model counts, {r['density_images_per_s']:,.0f} images/s"
             ),
             shown(cmd),
         )
@@ -75,10 +76,11 @@ def count_rows(data: Path | None) -> list[Row]:
             (
                 f"Counting a {r.get('series_frames', 10000):,}-frame TIFF series end to end",
                 (
-                    f"{r['series_seconds']:.0f} s ({r['views']} orientations averaged, the "
-                    f"default); {r['series_seconds_one_view']:.0f} s with `--views 1`; "
-                    f"{r['series_seconds_float32']:.0f} s with `--float32`; a model with a "
-                    f"density head {r['density_series_seconds']:.0f} s"
+                    f"{r['density_series_seconds']:.0f} s with a density head, as the default "
+                    f"model counts ({r['views']} orientations averaged, the default); through "
+                    f"the regressor {r['series_seconds']:.0f} s, "
+                    f"{r['series_seconds_one_view']:.0f} s with `--views 1`, "
+                    f"{r['series_seconds_float32']:.0f} s with `--float32`"
                 ),
                 shown(cmd),
             )
