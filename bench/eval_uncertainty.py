@@ -27,7 +27,6 @@ seeds 0-2). The last line is a JSON object.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -63,22 +62,16 @@ def log(message: str) -> None:
 def synthetic_sets(checkpoint, n: int, seed: int, clean: bool = False) -> dict:
     """Per preset: (estimates, signals, truth) of fresh images drawn as the default model's own
     test sets are (scripts/train_default.py), hardened (and clean, for fitting)."""
-    from napari_twinvae.core.pretrain import pretraining_weights
-    from napari_twinvae.core.realism import harden
-    from napari_twinvae.core.synthetic import PRESETS, SynthConfig, generate
+    from napari_twinvae.core.pretrain import synthetic_test_sets
+    from napari_twinvae.core.synthetic import PRESETS
 
+    scenes = synthetic_test_sets(n, seed)
     sets = {}
-    for i, preset in enumerate(PRESETS):
-        cfg = dataclasses.replace(
-            SynthConfig.preset(preset), count_weights=tuple(pretraining_weights().tolist())
-        )
-        test = generate(n, cfg, rng=np.random.default_rng([seed, 99991, i]))
-        kinds = {"hardened": harden(test.images, rng=np.random.default_rng([seed, 99989, i]))}
-        if clean:
-            kinds["clean"] = test.images
-        for kind, images in kinds.items():
+    for preset in PRESETS:
+        for kind in ("hardened", "clean") if clean else ("hardened",):
+            images, truth = scenes[preset, kind]
             r = count(images, checkpoint, batch_size=128, device="cpu")
-            sets[f"synthetic_{preset}_{kind}"] = (r.estimates[:, 0], r.signals[:, 0], test.counts)
+            sets[f"synthetic_{preset}_{kind}"] = (r.estimates[:, 0], r.signals[:, 0], truth)
     return sets
 
 

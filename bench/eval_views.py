@@ -13,7 +13,6 @@ transfer. Prints exact share and MAE per set and subset; the last line is a JSON
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -47,19 +46,10 @@ def oriented(frames: np.ndarray, index: int) -> np.ndarray:
 
 
 def sets(data: Path | None) -> dict:
-    from napari_twinvae.core.pretrain import pretraining_weights
-    from napari_twinvae.core.realism import harden
-    from napari_twinvae.core.synthetic import PRESETS, SynthConfig, generate, synthetic_timeseries
+    from napari_twinvae.core.pretrain import synthetic_test_sets
+    from napari_twinvae.core.synthetic import PRESETS, synthetic_timeseries
 
-    found = {}
-    for i, preset in enumerate(PRESETS):
-        cfg = dataclasses.replace(
-            SynthConfig.preset(preset), count_weights=tuple(pretraining_weights().tolist())
-        )
-        test = generate(1000, cfg, rng=np.random.default_rng([1, 99991, i]))
-        hardened = harden(test.images, rng=np.random.default_rng([1, 99989, i]))
-        found[f"synthetic {preset}, clean"] = (test.images, test.counts)
-        found[f"synthetic {preset}, hardened"] = (hardened, test.counts)
+    found = {f"synthetic {p}, {kind}": s for (p, kind), s in synthetic_test_sets(1000, 1).items()}
     for preset in PRESETS:
         series = [synthetic_timeseries(preset, 60, seed) for seed in (0, 1, 2)]
         found[f"sample series {preset} (3 x 60 frames)"] = (

@@ -42,31 +42,21 @@ import logging
 import sys
 from pathlib import Path
 
-import numpy as np
-
 
 def evaluate(checkpoint, n: int, seed: int, views: int | None = None) -> dict:
     """Accuracy and MAE of the natural twin on fresh synthetic images, as a user counts them
     (with ``views`` orientations averaged; default: as counting does)."""
     from napari_twinvae.core.metrics import count_metrics
     from napari_twinvae.core.predict import DEFAULT_VIEWS, count
-    from napari_twinvae.core.pretrain import pretraining_weights
-    from napari_twinvae.core.realism import harden
-    from napari_twinvae.core.synthetic import PRESETS, SynthConfig, generate
+    from napari_twinvae.core.pretrain import synthetic_test_sets
 
     report = {}
-    for i, preset in enumerate(PRESETS):
-        cfg = dataclasses.replace(
-            SynthConfig.preset(preset), count_weights=tuple(pretraining_weights().tolist())
+    for (preset, kind), (images, counts) in synthetic_test_sets(n, seed).items():
+        result = count(
+            images, checkpoint, batch_size=128, device="cpu", views=views or DEFAULT_VIEWS
         )
-        test = generate(n, cfg, rng=np.random.default_rng([seed, 99991, i]))
-        hard = harden(test.images, rng=np.random.default_rng([seed, 99989, i]))
-        for kind, images in (("clean", test.images), ("hardened", hard)):
-            result = count(
-                images, checkpoint, batch_size=128, device="cpu", views=views or DEFAULT_VIEWS
-            )
-            metrics = count_metrics(result.estimates[:, 0], test.counts)
-            report[f"{preset}_{kind}"] = {k: round(v, 4) for k, v in metrics.items()}
+        metrics = count_metrics(result.estimates[:, 0], counts)
+        report[f"{preset}_{kind}"] = {k: round(v, 4) for k, v in metrics.items()}
     return report
 
 

@@ -118,20 +118,9 @@ def epochs_of(twins: dict, epochs: int, workers: int):
 def validation_sets(n: int) -> dict:
     """N fresh clean and N hardened raw images of each preset with their counts, drawn as
     bench/eval_views.py draws its test sets but from :data:`VALIDATION_SEED`."""
-    from napari_twinvae.core.pretrain import pretraining_weights
-    from napari_twinvae.core.realism import harden
-    from napari_twinvae.core.synthetic import PRESETS, SynthConfig, generate
+    from napari_twinvae.core.pretrain import synthetic_test_sets
 
-    found = {}
-    for i, preset in enumerate(PRESETS):
-        cfg = dataclasses.replace(
-            SynthConfig.preset(preset), count_weights=tuple(pretraining_weights().tolist())
-        )
-        drawn = generate(n, cfg, rng=np.random.default_rng([VALIDATION_SEED, 99991, i]))
-        hardened = harden(drawn.images, rng=np.random.default_rng([VALIDATION_SEED, 99989, i]))
-        found[f"{preset} clean"] = (drawn.images, drawn.counts)
-        found[f"{preset} hardened"] = (hardened, drawn.counts)
-    return found
+    return {f"{p} {kind}": s for (p, kind), s in synthetic_test_sets(n, VALIDATION_SEED).items()}
 
 
 def validate(checkpoint, sets: dict, device) -> dict:
