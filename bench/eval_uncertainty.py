@@ -16,12 +16,13 @@ calibration curves are drawn to ``docs/uncertainty.png``.
 "Label next" (``core.uncertainty.label_next``) against random choice on ``usiigaci_phc``: per
 seed, 30 % of the source images are held out for evaluation; from the others 5 % and 10 % of all
 source images are chosen (by the default model's uncertainty, spread over the sources, or at
-random), their crops labeled and the default model transferred to them (bench/eval_real.py's
+random), their crops labeled by their clicked cells, as a user labels, and the default model transferred to them (bench/eval_real.py's
 ``train_network``, decoder-free, a fixed time budget or ``--label-epochs``); MAE on the held-out
 crops. ``--label-next-only`` runs only this part.
 
 Also: the time-series flags on the six sample growth series (phase contrast and bright field,
-seeds 0-2). The last line is a JSON object.
+seeds 0-2), alone and as the Count cells dock lists the counts to check (flagged, or an
+uncertainty of at least 0.5). The last line is a JSON object.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from napari_twinvae.core.metrics import count_metrics, round_counts  # noqa: E40
 from napari_twinvae.core.predict import count  # noqa: E402
 from napari_twinvae.core.uncertainty import (  # noqa: E402
     calibration_curve,
+    check_order,
     features,
     fit_calibration,
     label_next,
@@ -167,7 +169,7 @@ def label_minutes(args) -> float | None:
 
 def label_choice(args, checkpoint, folder: Path) -> dict:
     """MAE after transfer, per share and seed, for sources chosen by label_next and at random."""
-    raw, crops, counts, sources, independent, _ = load_set(folder)
+    raw, crops, counts, sources, independent, cells = load_set(folder)
     whole = count(raw, checkpoint, device="cpu")
     per_crop = whole.uncertainty[:, 0]
     ids = np.unique(sources)
@@ -189,9 +191,10 @@ def label_choice(args, checkpoint, folder: Path) -> dict:
             for how, chosen in choices.items():
                 labeled = np.flatnonzero(np.isin(sources, chosen))
                 started = time.perf_counter()
+                # the frames are labeled as a user labels them: clicks on the cells
                 model, run = train_network(
                     crops[labeled], counts[labeled], str(checkpoint.path), minutes, seed, "pc",
-                    decoder=False, epochs=args.label_epochs,
+                    cells=[cells[i] for i in labeled], decoder=False, epochs=args.label_epochs,
                 )  # fmt: skip
                 m = count_metrics(network_estimates(model, raw[test]), counts[test])
                 results.setdefault(f"{share:g}", {}).setdefault(how, []).append(m["mae"])
@@ -218,25 +221,34 @@ def label_choice(args, checkpoint, folder: Path) -> dict:
 # -- growth series ----------------------------------------------------------------------------
 def growth_flags(checkpoint) -> dict:
     """The series flags on the six sample growth series: share of wrong counts caught, share of
-    frames flagged."""
+    frames flagged; and the same for the Count cells dock's *Check these frames* list (flagged
+    or at least even odds of a wrong count, ``check_order``)."""
     from napari_twinvae.core.synthetic import synthetic_timeseries
 
-    caught = wrong_total = flagged = frames = 0
+    totals = dict.fromkeys(("caught", "listed_wrong", "wrong", "flagged", "listed", "frames"), 0)
     for preset in ("pc", "bf"):
         for seed in range(3):
             series = synthetic_timeseries(preset, 60, seed)
             r = count(series.images, checkpoint, device="cpu")
-            flags = series_flags(r.counts[:, 0]) != ""
+            flags = series_flags(r.counts[:, 0])
+            listed = np.zeros(len(flags), dtype=bool)
+            listed[[row for row, _ in check_order(r.uncertainty[:, 0], flags)]] = True
             wrong = r.counts[:, 0] != series.counts
-            caught += int((flags & wrong).sum())
-            wrong_total += int(wrong.sum())
-            flagged += int(flags.sum())
-            frames += wrong.size
+            flagged = flags != ""
+            totals["caught"] += int((flagged & wrong).sum())
+            totals["listed_wrong"] += int((listed & wrong).sum())
+            totals["wrong"] += int(wrong.sum())
+            totals["flagged"] += int(flagged.sum())
+            totals["listed"] += int(listed.sum())
+            totals["frames"] += wrong.size
+    wrong, frames = max(totals["wrong"], 1), totals["frames"]
     return {
         "frames": frames,
-        "wrong": wrong_total,
-        "caught_share": round(caught / max(wrong_total, 1), 4),
-        "flagged_share": round(flagged / frames, 4),
+        "wrong": totals["wrong"],
+        "caught_share": round(totals["caught"] / wrong, 4),
+        "flagged_share": round(totals["flagged"] / frames, 4),
+        "check_list_caught_share": round(totals["listed_wrong"] / wrong, 4),
+        "check_list_share": round(totals["listed"] / frames, 4),
     }
 
 

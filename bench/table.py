@@ -224,6 +224,16 @@ def uncertainty_rows(data: Path | None) -> list[Row]:
             cmd,
         )
     )
+    rows.append(
+        (
+            "*Check these frames* (flagged, or uncertainty 0.5 or more), six sample series",
+            (
+                f"holds {s['check_list_caught_share']:.0%} of the wrong counts, lists "
+                f"{s['check_list_share']:.1%} of the frames"
+            ),
+            cmd,
+        )
+    )
     return rows
 
 
