@@ -287,6 +287,16 @@ def render(rows: list[Row], only: list[str]) -> str:
     return "\n".join(lines)
 
 
+def readme_parts() -> tuple[str, str, str]:
+    """README.md as (before the table, the table, after it)."""
+    text = README.read_text(encoding="utf-8")
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"README.md has no {BEGIN} ... {END} markers")
+    head, rest = text.split(BEGIN, 1)
+    current, tail = rest.split(END, 1)
+    return head, current, tail
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -302,11 +312,7 @@ def main(argv=None) -> int:
         help="rerun only these scripts (e.g. bench/bench_count.py); keep the other rows",
     )
     args = parser.parse_args(argv)
-    text = README.read_text(encoding="utf-8")
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"README.md has no {BEGIN} ... {END} markers")
-    head, rest = text.split(BEGIN, 1)
-    current, tail = rest.split(END, 1)
+    _, current, _ = readme_parts()
     needs_data = {"bench/eval_real.py", "bench/eval_uncertainty.py"}
     if args.data is None and (not args.only or needs_data & set(args.only)):
         print("no --data: the real-data rows are left out", file=sys.stderr)
@@ -317,6 +323,8 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(ROOT / "src"))
     from napari_twinvae.core.io import atomic_write
 
+    # README read again: a full run takes an hour, and edits made meanwhile must survive it
+    head, _, tail = readme_parts()
     with atomic_write(README, "w") as f:
         f.write(f"{head}{BEGIN}\n{table}\n{END}{tail}")
     print(table)

@@ -68,6 +68,28 @@ def test_rerunning_one_benchmark_keeps_every_other_row_of_the_table(monkeypatch)
     assert "bench/bench_synth.py rerun" in table.render(rows, ["bench/bench_synth.py"])
 
 
+def test_the_table_keeps_readme_edits_made_while_the_benchmarks_ran(monkeypatch, tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_table", ROOT / "bench" / "table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{table.BEGIN}\n| what | result | command |\n{table.END}\nend\n")
+    monkeypatch.setattr(table, "README", readme)
+    fresh = ("Synthetic images (128x128)", "1 images/s", "`python bench/bench_synth.py`")
+
+    def benchmark(data):  # someone edits the README while the benchmark runs
+        readme.write_text(readme.read_text().replace("intro", "intro, edited"))
+        return [fresh]
+
+    monkeypatch.setitem(table.BENCHMARKS, "bench/bench_synth.py", benchmark)
+    assert table.main(["--only", "bench/bench_synth.py"]) == 0
+    text = readme.read_text()
+    assert text.startswith("intro, edited\n") and text.endswith("end\n")
+    assert "| Synthetic images (128x128) | 1 images/s |" in text
+
+
 def test_no_trace_of_a_development_machine_in_the_repository():
     traces = re.compile(r"/work/|/home/|/tmp/|SPEC section|development machine|was lent")
     sources = [p for d in ("src", "bench", "scripts", "tests") for p in (ROOT / d).rglob("*.py")]
