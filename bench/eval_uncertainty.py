@@ -16,9 +16,9 @@ calibration curves are drawn to ``docs/uncertainty.png``.
 "Label next" (``core.uncertainty.label_next``) against random choice on ``usiigaci_phc``: per
 seed, 30 % of the source images are held out for evaluation; from the others 5 % and 10 % of all
 source images are chosen (by the default model's uncertainty, spread over the sources, or at
-random), their crops labeled by their clicked cells, as a user labels, and the default model transferred to them (bench/eval_real.py's
-``train_network``, decoder-free, a fixed time budget or ``--label-epochs``); MAE on the held-out
-crops. ``--label-next-only`` runs only this part.
+random), their crops labeled by their clicked cells, as a user labels, and the default model
+transferred to them (bench/eval_real.py's ``train_network``, decoder-free, a fixed time budget
+or ``--label-epochs``); MAE on the held-out crops. ``--label-next-only`` runs only this part.
 
 Also: the time-series flags on the six sample growth series (phase contrast and bright field,
 seeds 0-2), alone and as the Count cells dock lists the counts to check (flagged, or an
@@ -225,30 +225,26 @@ def growth_flags(checkpoint) -> dict:
     or at least even odds of a wrong count, ``check_order``)."""
     from napari_twinvae.core.synthetic import synthetic_timeseries
 
-    totals = dict.fromkeys(("caught", "listed_wrong", "wrong", "flagged", "listed", "frames"), 0)
+    wrong, flagged, listed = [], [], []  # per frame of every series
     for preset in ("pc", "bf"):
         for seed in range(3):
             series = synthetic_timeseries(preset, 60, seed)
             r = count(series.images, checkpoint, device="cpu")
             flags = series_flags(r.counts[:, 0])
-            listed = np.zeros(len(flags), dtype=bool)
-            listed[[row for row, _ in check_order(r.uncertainty[:, 0], flags)]] = True
-            wrong = r.counts[:, 0] != series.counts
-            flagged = flags != ""
-            totals["caught"] += int((flagged & wrong).sum())
-            totals["listed_wrong"] += int((listed & wrong).sum())
-            totals["wrong"] += int(wrong.sum())
-            totals["flagged"] += int(flagged.sum())
-            totals["listed"] += int(listed.sum())
-            totals["frames"] += wrong.size
-    wrong, frames = max(totals["wrong"], 1), totals["frames"]
+            on_list = np.zeros(len(flags), dtype=bool)
+            on_list[[row for row, _ in check_order(r.uncertainty[:, 0], flags)]] = True
+            wrong.append(r.counts[:, 0] != series.counts)
+            flagged.append(flags != "")
+            listed.append(on_list)
+    wrong, flagged, listed = (np.concatenate(x) for x in (wrong, flagged, listed))
+    n_wrong = max(int(wrong.sum()), 1)
     return {
-        "frames": frames,
-        "wrong": totals["wrong"],
-        "caught_share": round(totals["caught"] / wrong, 4),
-        "flagged_share": round(totals["flagged"] / frames, 4),
-        "check_list_caught_share": round(totals["listed_wrong"] / wrong, 4),
-        "check_list_share": round(totals["listed"] / frames, 4),
+        "frames": wrong.size,
+        "wrong": int(wrong.sum()),
+        "caught_share": round(int((flagged & wrong).sum()) / n_wrong, 4),
+        "flagged_share": round(float(flagged.mean()), 4),
+        "check_list_caught_share": round(int((listed & wrong).sum()) / n_wrong, 4),
+        "check_list_share": round(float(listed.mean()), 4),
     }
 
 

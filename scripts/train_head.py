@@ -116,8 +116,8 @@ def epochs_of(twins: dict, epochs: int, workers: int):
 
 
 def validation_sets(n: int) -> dict:
-    """N fresh clean and N hardened raw images of each preset with their counts, drawn as
-    bench/eval_views.py draws its test sets but from :data:`VALIDATION_SEED`."""
+    """N fresh clean and N hardened raw images of each preset with their counts, drawn as the
+    test sets are (``core.pretrain.synthetic_test_sets``) but from :data:`VALIDATION_SEED`."""
     from napari_twinvae.core.pretrain import synthetic_test_sets
 
     return {f"{p} {kind}": s for (p, kind), s in synthetic_test_sets(n, VALIDATION_SEED).items()}

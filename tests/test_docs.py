@@ -51,12 +51,18 @@ def test_the_benchmarks_table_has_its_markers_once():
     assert text.count("<!-- /bench-table -->") == 1
 
 
-def test_rerunning_one_benchmark_keeps_every_other_row_of_the_table(monkeypatch):
+def _bench_table():
+    """bench/table.py as a module (bench/ is not a package)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("bench_table", ROOT / "bench" / "table.py")
     table = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(table)
+    return table
+
+
+def test_rerunning_one_benchmark_keeps_every_other_row_of_the_table(monkeypatch):
+    table = _bench_table()
     text = README.read_text(encoding="utf-8")
     kept = table.table_rows(text.split(table.BEGIN)[1].split(table.END)[0])
     assert kept and all(r[2].startswith("`python bench/") for r in kept)
@@ -69,11 +75,7 @@ def test_rerunning_one_benchmark_keeps_every_other_row_of_the_table(monkeypatch)
 
 
 def test_the_table_keeps_readme_edits_made_while_the_benchmarks_ran(monkeypatch, tmp_path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_table", ROOT / "bench" / "table.py")
-    table = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(table)
+    table = _bench_table()
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{table.BEGIN}\n| what | result | command |\n{table.END}\nend\n")
     monkeypatch.setattr(table, "README", readme)
