@@ -141,6 +141,16 @@ def main(argv=None) -> int:
     parser.add_argument("--regressor-delay", type=int, default=1)
     parser.add_argument("--no-decoder", action="store_true", help="train without decoders")
     parser.add_argument(
+        "--freeze",
+        default="none",
+        help="core.freezing's strategy; density trains everything behind a density head for "
+        "the decoders while its counts stay as they are",
+    )
+    parser.add_argument(
+        "--reconstruction-weight", type=float, default=None, help="C_rec (default: LossWeights')"
+    )
+    parser.add_argument("--kld-weight", type=float, default=None, help="C_kld (same)")
+    parser.add_argument(
         "--head", choices=HEADS, default="regressor", help="what counts (default: %(default)s)"
     )
     parser.add_argument(
@@ -158,6 +168,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
+    from napari_twinvae.core.config import LossWeights
     from napari_twinvae.core.data import Augmentation
     from napari_twinvae.core.intensity import Normalization
     from napari_twinvae.core.io import load_checkpoint, save_checkpoint
@@ -172,8 +183,18 @@ def main(argv=None) -> int:
         clean_share=args.clean_share,
         touching=args.touching,
     )
+    weights = {
+        name: value
+        for name, value in (
+            ("reconstruction", args.reconstruction_weight),
+            ("kld", args.kld_weight),
+        )
+        if value is not None
+    }
     config = TrainConfig(
         init=args.init,
+        freeze=args.freeze,
+        loss=LossWeights(**weights),
         decoder=not args.no_decoder,
         head=args.head,  # explicit: the rendered scenes carry their cells
         epochs=args.epochs,

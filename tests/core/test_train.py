@@ -206,6 +206,34 @@ def test_counting_freeze_trains_only_the_decoders_and_keeps_every_count(start_mo
         assert torch.equal(result.model.count(images), counts_before)
 
 
+def test_density_freeze_trains_all_but_the_density_path_and_keeps_every_count(tmp_path):
+    """Behind a density head the code, the regressor and the decoders learn (working decoders
+    for the model's views) while every count of the head stays exactly as it was."""
+    torch.manual_seed(2)
+    path = tmp_path / "density.pt"
+    save_checkpoint(path, TwinVAE(dataclasses.replace(TINY, head="density")))
+    before = load_checkpoint(path).model.eval()
+    natural = _natural()
+    images = torch.from_numpy(natural.frames[:, None])
+    with torch.no_grad():
+        counts_before = before.count(images)
+    result = train(natural, _config(init=str(path), freeze="density", epochs=2))
+    after = result.model.state_dict()
+    for name, param in before.named_parameters():
+        parts = name.split(".")
+        reads = parts[0] == "density_head" or (parts[0] == "encoders" and int(parts[2]) < 9)
+        assert torch.equal(param, after[name]) == reads, name
+    with torch.no_grad():
+        assert torch.equal(result.model.count(images), counts_before)
+
+
+def test_density_freeze_needs_a_density_head_and_the_decoders():
+    with pytest.raises(ValueError, match="has none"):
+        frozen_parameters(TwinVAE(dataclasses.replace(TINY, head="regressor")), "density")
+    with pytest.raises(ValueError, match="decoders"):
+        _config(init="/models/a.pt", freeze="density", decoder=False)
+
+
 def test_cosine_schedule_warms_up_then_falls_to_its_floor():
     constant = _config()
     assert learning_rate_at(constant, 0.0) == learning_rate_at(constant, 0.9) == 3e-3
@@ -234,14 +262,14 @@ def test_a_dropout_override_holds_for_the_run_only(start_model, monkeypatch):
     assert rates == {TINY.dropout}  # the saved model keeps the rate it is built with
 
 
-@pytest.mark.parametrize("freeze", ["core", "outer", "thaw", "counting"])
+@pytest.mark.parametrize("freeze", ["core", "outer", "thaw", "counting", "density"])
 def test_every_freeze_strategy_trains_a_model_with_a_density_head(freeze):
     """The shipped model counts with a density head: every strategy the dock and train offer
     must place it (shared by both twins, so a core part, thawed first with the regressor)."""
     model = TwinVAE(dataclasses.replace(TINY, head="density"))
     frozen = frozen_parameters(model, freeze, 0.0)
     head = {n for n, _ in model.named_parameters() if n.startswith("density_head.")}
-    assert head and (head <= frozen) == (freeze in ("core", "counting"))
+    assert head and (head <= frozen) == (freeze in ("core", "counting", "density"))
 
 
 def test_thaw_unfreezes_in_five_stages_from_the_inside_out(start_model):

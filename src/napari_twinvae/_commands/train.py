@@ -70,7 +70,8 @@ def add_parser(subparsers) -> None:
         default=defaults.freeze,
         metavar="|".join(FREEZE_STRATEGIES),
         help="layers kept fixed during a transfer; counting trains only the decoders, to bring "
-        "back reconstructions after a --no-decoder run (default: %(default)s)",
+        "back reconstructions after a --no-decoder run; density keeps a density head's counts "
+        "and trains everything behind it (default: %(default)s)",
     )
     parser.add_argument(
         "--no-decoder",

@@ -23,7 +23,8 @@ _STRATEGY_NAMES = {
     "outer": "freeze the outer layers",
     "thaw": "thaw in five stages",
 }
-# core.train's strategies; "counting" (train the decoders only) is left to the command line
+# core.train's strategies; "counting" and "density" (for the decoders' views) are left to the
+# command line
 STRATEGIES = [(_STRATEGY_NAMES[s], s) for s in FREEZE_STRATEGIES if s in _STRATEGY_NAMES]
 _PRESET_NAMES = {"pc": "phase contrast", "bf": "bright field"}
 MODALITIES = [(_PRESET_NAMES.get(p, p), p) for p in PRESETS]

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from napari_twinvae.core.density import find_peaks, peak_counts
-from napari_twinvae.core.model import DOMAINS, TwinVAE
+from napari_twinvae.core.model import DOMAINS, DensityHead, TwinVAE
 from napari_twinvae.core.precision import device_autocast_dtype
 from napari_twinvae.core.uncertainty import LATENT_SAMPLES
 
@@ -104,7 +104,7 @@ class DensityPath(nn.Module):
         super().__init__()
         if model.density_head is None:
             raise ValueError("the model counts with the regressor; it has no density head")
-        self.convs = _encoder_convs(model, domain, depth=3, dtype=dtype)
+        self.convs = _encoder_convs(model, domain, depth=DensityHead.DEPTH, dtype=dtype)
         self.head = copy.deepcopy(model.density_head)
         for module in self.head.modules():
             if isinstance(module, nn.LeakyReLU):

@@ -24,7 +24,9 @@ import math
 
 from torch import nn
 
-FREEZE_STRATEGIES = ("none", "core", "outer", "thaw", "counting")
+from napari_twinvae.core.model import DensityHead
+
+FREEZE_STRATEGIES = ("none", "core", "outer", "thaw", "counting", "density")
 CORE_PARTS = (
     "shared_encoder",
     "mu",
@@ -64,6 +66,14 @@ def thaw_stage(name: str) -> int:
     return 2 + min(depth, 2)
 
 
+def _on_density_path(name: str) -> bool:
+    parts = name.split(".")
+    if parts[0] == "density_head":
+        return True
+    # encoders.<twin>.<module>: modules come in (convolution, activation, dropout) threes
+    return parts[0] == "encoders" and int(parts[2]) // 3 < DensityHead.DEPTH
+
+
 def frozen_parameters(model: nn.Module, freeze: str, fraction: float = 0.0) -> set[str]:
     """Names of the parameters that take no step, at ``fraction`` (0-1) of the run."""
     if freeze not in FREEZE_STRATEGIES:
@@ -75,6 +85,10 @@ def frozen_parameters(model: nn.Module, freeze: str, fraction: float = 0.0) -> s
         return {n for n in names if parameter_part(n) == freeze}
     if freeze == "counting":
         return {n for n in names if n.split(".", 1)[0] in COUNTING_PARTS}
+    if freeze == "density":
+        if getattr(model, "density_head", None) is None:
+            raise ValueError("freeze='density' keeps a density head's counts; the model has none")
+        return {n for n in names if _on_density_path(n)}
     stage = min(THAW_STAGES - 1, int(math.floor(max(fraction, 0.0) * THAW_STAGES)))
     return {n for n in names if thaw_stage(n) > stage}
 

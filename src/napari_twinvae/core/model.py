@@ -96,6 +96,9 @@ class DensityHead(nn.Module):
     each skip joins by addition after a 1x1 projection (a projection commutes with the
     resampling, so the coarse map is projected first and only 16 channels are resampled)."""
 
+    DEPTH = 3
+    """How many outer encoder convolutions the head reads (their 62-, 29- and 13-pixel maps)."""
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         c = cfg.encoder_channels
@@ -235,7 +238,7 @@ class TwinVAE(nn.Module):
         """Density maps (B, 62, 62), times ``core.density.AMPLITUDE``; needs a density head."""
         if self.density_head is None:
             raise ValueError("this model counts with the regressor; it has no density head")
-        return self.density_head(self.encoder_maps(x, domain, depth=3))
+        return self.density_head(self.encoder_maps(x, domain, depth=DensityHead.DEPTH))
 
     # -- whole passes ----------------------------------------------------------------------
     def forward(self, x: torch.Tensor, domain: str, decode: bool = True) -> TwinOutput:

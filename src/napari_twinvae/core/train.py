@@ -49,7 +49,7 @@ class TrainConfig(JsonConfig):
     """Everything that decides a training run; stored in the checkpoint's summary."""
 
     init: str = "default"  # "default" (shipped model), "scratch", or a checkpoint path
-    freeze: str = "none"  # "none" | "core" | "outer" | "thaw"   (as in the paper)
+    freeze: str = "none"  # "none" | "core" | "outer" | "thaw" (as in the paper) | core.freezing's
     decoder: bool = True  # False: transfer without decoders (C_rec = 0, decoders never run)
     epochs: int | None = 50  # epoch limit (None = only the time budget)
     minutes: float | None = None  # time budget
@@ -92,6 +92,11 @@ class TrainConfig(JsonConfig):
         if self.freeze == "counting" and not self.decoder:
             raise ValueError(
                 "freeze='counting' trains only the decoders; it needs the decoders switched on"
+            )
+        if self.freeze == "density" and not self.decoder:
+            raise ValueError(
+                "freeze='density' trains the layers behind a density head for the decoders; "
+                "it needs the decoders switched on"
             )
         if self.schedule not in SCHEDULES:
             raise ValueError(
