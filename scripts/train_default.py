@@ -150,6 +150,7 @@ def main(argv=None) -> int:
         "--reconstruction-weight", type=float, default=None, help="C_rec (default: LossWeights')"
     )
     parser.add_argument("--kld-weight", type=float, default=None, help="C_kld (same)")
+    parser.add_argument("--regression-weight", type=float, default=None, help="C_reg (same)")
     parser.add_argument(
         "--head", choices=HEADS, default="regressor", help="what counts (default: %(default)s)"
     )

@@ -249,7 +249,9 @@ class TwinVAE(nn.Module):
         reconstruction = self.decode(z, domain) if decode else None
         with _float32(z):
             count = self.regress(z)
-        density = self.density_head(maps[:3]) if self.density_head is not None else None
+        density = (
+            self.density_head(maps[: DensityHead.DEPTH]) if self.density_head is not None else None
+        )
         return TwinOutput(reconstruction, mu, logvar, count, density)
 
     def count(self, x: torch.Tensor, domain: str = "natural") -> torch.Tensor:
