@@ -19,6 +19,10 @@ splits:
 (f) density  (d) counting with the default model's density head (added if the model has
              none), trained on the clicked cell centres of the labeled crops (``points.csv``)
              and on the synthetic centres
+(g) forest   ilastik's counting recipe (Lempitsky & Zisserman 2010, as ilastik's Cell Density
+             Counting runs it): randomized trees regress a density of Gaussian dots at the
+             clicked centres from scikit-image's multiscale pixel features; the count is the
+             sum. Needs scikit-learn, which the plugin does not, so it runs only when named
 
 The last line is a JSON object: per method, the mean and standard deviation over seeds of
 accuracy, MAE and MRE (as in Kenneweg, Stallmann & Hammer 2023; core.metrics).
@@ -41,7 +45,9 @@ from napari_twinvae.core.intensity import Normalization
 from napari_twinvae.core.io import read_stack
 from napari_twinvae.core.metrics import count_metrics
 
-METHODS = ("median", "log", "natural", "transfer", "default", "density")
+METHODS = ("median", "log", "natural", "transfer", "default", "density", "forest")
+DEFAULT_METHODS = METHODS[:-1]
+"""What runs unless --methods says otherwise: everything the plugin's own packages can run."""
 
 
 def load_set(folder: Path):
@@ -108,6 +114,50 @@ def log_baseline(train: np.ndarray, train_counts: np.ndarray, test: np.ndarray) 
     _, sigmas, dark, threshold = best
     estimates = np.array([log_count(c, sigmas, dark, threshold) for c in test], dtype=float)
     return estimates, {"sigmas": sigmas, "dark": dark, "threshold": threshold}
+
+
+# -- (g) ---------------------------------------------------------------------------------------
+FOREST_SIGMA = 3.0
+"""Width (pixels) of the dots the forest learns; a user sets it in ilastik; cells are 5-10 wide."""
+FOREST_PIXELS = 150_000
+"""Labeled pixels the forest trains on, drawn at random (ilastik trains on the brushed ones)."""
+
+
+def pixel_features(crop: np.ndarray) -> np.ndarray:
+    """(128, 128, 20): intensity, edges and texture at five scales (sigma 1-16), as ilastik's
+    default feature set, from scikit-image."""
+    from skimage.feature import multiscale_basic_features
+
+    return multiscale_basic_features(
+        crop, intensity=True, edges=True, texture=True, sigma_min=1, sigma_max=16, num_sigma=5
+    ).astype(np.float32)
+
+
+def dot_density(centres: np.ndarray, side: int = 128, sigma: float = FOREST_SIGMA) -> np.ndarray:
+    """A Gaussian per centre, renormalised over the crop, so the map sums to the count."""
+    axis = np.arange(side, dtype=np.float64)
+    inside = centres[((centres >= -0.5) & (centres <= side - 0.5)).all(axis=1)]
+    rows = np.exp(-0.5 * ((axis - inside[:, :1]) / sigma) ** 2)
+    cols = np.exp(-0.5 * ((axis - inside[:, 1:]) / sigma) ** 2)
+    rows /= rows.sum(axis=1, keepdims=True)
+    cols /= cols.sum(axis=1, keepdims=True)
+    return np.einsum("pi,pj->ij", rows, cols).astype(np.float32)
+
+
+def forest_baseline(train, train_cells, test, seed: int) -> np.ndarray:
+    """Count the test crops with randomized trees fitted on the labeled crops' clicks."""
+    try:
+        from sklearn.ensemble import ExtraTreesRegressor
+    except ImportError:
+        raise SystemExit("--methods forest needs scikit-learn: pip install scikit-learn") from None
+    features = np.stack([pixel_features(c) for c in train]).reshape(-1, 20)
+    target = np.stack([dot_density(np.asarray(c, float).reshape(-1, 2)) for c in train_cells])
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(features), min(len(features), FOREST_PIXELS), replace=False)
+    forest = ExtraTreesRegressor(
+        n_estimators=60, min_samples_leaf=20, max_features=0.3, n_jobs=-1, random_state=seed
+    ).fit(features[pick], target.reshape(-1)[pick])
+    return np.array([forest.predict(pixel_features(c).reshape(-1, 20)).sum() for c in test])
 
 
 # -- (c), (d), (e): the network ------------------------------------------------------------
@@ -178,7 +228,13 @@ def main(argv=None) -> int:
         help="what (d) and (f) keep frozen (core.freezing; train's --freeze)",
     )
     parser.add_argument("--natural-minutes", type=float, default=1.5, help="budget of (c)")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(DEFAULT_METHODS),
+        choices=METHODS,
+        help="default: all but forest",
+    )
     parser.add_argument(
         "--device",
         default="cpu",
@@ -229,6 +285,8 @@ def main(argv=None) -> int:
                 )  # fmt: skip
                 estimates = network_estimates(model, test_raw, args.device)
                 info = {"epochs": run.best.get("epoch"), "stopped": run.stopped}
+            elif method == "forest":
+                estimates = forest_baseline(train, [cells[i] for i in labeled], test, seed)
             elif method == "density":
                 model, run = train_network(
                     train, train_counts, str(pretrained.path), minutes, seed, preset,
