@@ -114,6 +114,7 @@ class Freezer:
         self.strategy = strategy
         self.frozen: set[str] | None = None
         self.norms: list[nn.Module] = []  # frozen batch norms: they keep their statistics
+        frozen_parameters(model, strategy)  # a strategy the model cannot take fails at once
 
     def update(self, fraction: float) -> str | None:
         """Freeze for ``fraction`` (0-1) of the run and put the model in training mode; returns

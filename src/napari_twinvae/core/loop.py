@@ -107,13 +107,14 @@ class Run:
                 "only, and nothing can measure it on your frames"
             )
         self.keeper = BestModel("validation" if self.validation.size else "training labels")
+        # before any image is drawn: a strategy the model cannot take fails here
+        self.freezer = Freezer(self.model, cfg.freeze)
         head = self.model.density_head is not None
         sigma = self.model.config.density_sigma if head else None
         self.data = EpochData(natural, train_labeled, cfg, self.device, sigma, synthetic, renew)
         self.regressor_delay = self._regressor_delay()
         self.optimizer = make_optimizer(self.model, cfg)
         self.skips_in_a_row = 0
-        self.freezer = Freezer(self.model, cfg.freeze)
         self.precision = mixed_precision(self.device, cfg.mixed_precision)
         self.info.update(
             natural_frames=int(len(natural.frames)),
