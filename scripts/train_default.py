@@ -94,7 +94,7 @@ def run_stage(
     return training.result
 
 
-def main(argv=None) -> int:
+def parser_of() -> argparse.ArgumentParser:
     from napari_twinvae.core.config import HEADS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -152,6 +152,11 @@ def main(argv=None) -> int:
     parser.add_argument("--kld-weight", type=float, default=None, help="C_kld (same)")
     parser.add_argument("--regression-weight", type=float, default=None, help="C_reg (same)")
     parser.add_argument(
+        "--reconstruction-kind",
+        default=None,
+        help="mse, bce or cells (MSE weighted toward the cells; default: LossWeights')",
+    )
+    parser.add_argument(
         "--head", choices=HEADS, default="regressor", help="what counts (default: %(default)s)"
     )
     parser.add_argument(
@@ -166,10 +171,26 @@ def main(argv=None) -> int:
         "stages of the shipped model predate it)",
     )
     parser.add_argument("--test-images", type=int, default=1000, help="per preset, for the report")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def loss_weights_of(args: argparse.Namespace):
+    """The LossWeights a command line asks for: LossWeights' own where it names none."""
+    from napari_twinvae.core.config import LossWeights
+
+    given = {
+        "reconstruction": args.reconstruction_weight,
+        "kld": args.kld_weight,
+        "regression": args.regression_weight,
+        "reconstruction_kind": args.reconstruction_kind,
+    }
+    return LossWeights(**{name: value for name, value in given.items() if value is not None})
+
+
+def main(argv=None) -> int:
+    args = parser_of().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    from napari_twinvae.core.config import LossWeights
     from napari_twinvae.core.data import Augmentation
     from napari_twinvae.core.intensity import Normalization
     from napari_twinvae.core.io import load_checkpoint, save_checkpoint
@@ -184,18 +205,10 @@ def main(argv=None) -> int:
         clean_share=args.clean_share,
         touching=args.touching,
     )
-    weights = {
-        name: value
-        for name, value in (
-            ("reconstruction", args.reconstruction_weight),
-            ("kld", args.kld_weight),
-        )
-        if value is not None
-    }
     config = TrainConfig(
         init=args.init,
         freeze=args.freeze,
-        loss=LossWeights(**weights),
+        loss=loss_weights_of(args),
         decoder=not args.no_decoder,
         head=args.head,  # explicit: the rendered scenes carry their cells
         epochs=args.epochs,

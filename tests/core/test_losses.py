@@ -72,6 +72,22 @@ def test_twin_loss_weights_and_switches():
     assert no_decoder.total.item() == pytest.approx(2 * kld, rel=1e-5)
 
 
+def test_cells_reconstruction_counts_a_missed_cell_more_than_plain_mse_does():
+    """A decoder that draws only the empty chamber loses far more under "cells" than under MSE,
+    relative to one that also draws the cell; a perfect reconstruction costs nothing."""
+    x = torch.full((2, 1, 32, 32), 0.5)
+    x[:, :, 10:14, 10:14] = 0.6  # one faint cell, 16 of 1,024 pixels
+    chamber = torch.full_like(x, 0.5)
+    noisy = x + 0.01 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    assert reconstruction_loss(x, x, "cells").item() == 0.0
+    mse_ratio = reconstruction_loss(chamber, x).item() / reconstruction_loss(noisy, x).item()
+    cells_ratio = (
+        reconstruction_loss(chamber, x, "cells").item()
+        / reconstruction_loss(noisy, x, "cells").item()
+    )
+    assert cells_ratio > 5 * mse_ratio
+
+
 def test_reconstruction_weight_decays():
     w = LossWeights(reconstruction=100, reconstruction_kind="bce", reconstruction_decay=3e-5)
     assert reconstruction_weight(w, 0) == 100

@@ -117,6 +117,10 @@ IMAGE_SIZE = 128
 """Side of the square chamber crop the network sees."""
 
 
+RECONSTRUCTION_KINDS = ("mse", "bce", "cells")
+"""How the reconstruction term compares a decoded image with its input (core.losses)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class LossWeights(JsonConfig):
     """Weights of the twin loss (as in the paper); the defaults worked best on phase contrast."""
@@ -124,7 +128,8 @@ class LossWeights(JsonConfig):
     reconstruction: float = 100.0
     regression: float = 3.0
     kld: float = 2.0
-    reconstruction_kind: str = "mse"  # "mse" (phase contrast) or "bce" (bright field)
+    # "mse" (phase contrast), "bce" (bright field) or "cells" (MSE weighted toward the cells)
+    reconstruction_kind: str = "mse"
     reconstruction_decay: float = 0.0  # per epoch, multiplicative; the paper used 3e-5 with BCE
     # the density head (no weight in the paper): pixel MSE of the map on images with known
     # cell positions, and the L1 error of its sum, in cells, on every labeled image
@@ -132,8 +137,10 @@ class LossWeights(JsonConfig):
     density_sum: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.reconstruction_kind not in ("mse", "bce"):
-            raise ValueError("reconstruction_kind must be 'mse' or 'bce'")
+        if self.reconstruction_kind not in RECONSTRUCTION_KINDS:
+            raise ValueError(
+                f"reconstruction_kind must be one of {', '.join(RECONSTRUCTION_KINDS)}"
+            )
         if min(self.reconstruction, self.regression, self.kld, self.reconstruction_decay,
                self.density, self.density_sum) < 0:  # fmt: skip
             raise ValueError("loss weights must not be negative")
