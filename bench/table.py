@@ -159,6 +159,23 @@ def synth_rows(data: Path | None) -> list[Row]:
     return [("Synthetic images (128x128)", f"{per} images/s", shown(cmd))]
 
 
+def decoder_rows(data: Path | None) -> list[Row]:
+    """bench/eval_decoders.py: whether the default model's views show the cells."""
+    cmd = ["bench/eval_decoders.py"]
+    r = run(cmd)
+
+    def pair(kind: str) -> str:
+        return " / ".join(f"{r[f'{p}_{kind}']['correlation']:.2f}" for p in ("bf", "pc"))
+
+    return [
+        (
+            "Model views: correlation with the image, bright field / phase contrast",
+            f"clean synthetic {pair('clean')}, sample series {pair('series')} (1 = drawn exactly)",
+            shown(cmd),
+        )
+    ]
+
+
 def real_rows(data: Path | None) -> list[Row]:
     rows: list[Row] = []
     if data is not None:
@@ -243,6 +260,7 @@ BENCHMARKS = {
     "bench/bench_share.py": share_rows,
     "bench/bench_experiment.py": experiment_rows,
     "bench/bench_synth.py": synth_rows,
+    "bench/eval_decoders.py": decoder_rows,
     "bench/eval_real.py": real_rows,
     "bench/eval_uncertainty.py": uncertainty_rows,
 }
