@@ -124,7 +124,7 @@ FOREST_PIXELS = 150_000
 
 
 def pixel_features(crop: np.ndarray) -> np.ndarray:
-    """(128, 128, 20): intensity, edges and texture at five scales (sigma 1-16), as ilastik's
+    """(128, 128, F): intensity, edges and texture at five scales (sigma 1-16), as ilastik's
     default feature set, from scikit-image."""
     from skimage.feature import multiscale_basic_features
 
@@ -150,14 +150,16 @@ def forest_baseline(train, train_cells, test, seed: int) -> np.ndarray:
         from sklearn.ensemble import ExtraTreesRegressor
     except ImportError:
         raise SystemExit("--methods forest needs scikit-learn: pip install scikit-learn") from None
-    features = np.stack([pixel_features(c) for c in train]).reshape(-1, 20)
+    features = np.stack([pixel_features(c) for c in train])
+    features = features.reshape(-1, features.shape[-1])
     target = np.stack([dot_density(np.asarray(c, float).reshape(-1, 2)) for c in train_cells])
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(features), min(len(features), FOREST_PIXELS), replace=False)
     forest = ExtraTreesRegressor(
         n_estimators=60, min_samples_leaf=20, max_features=0.3, n_jobs=-1, random_state=seed
     ).fit(features[pick], target.reshape(-1)[pick])
-    return np.array([forest.predict(pixel_features(c).reshape(-1, 20)).sum() for c in test])
+    counted = [pixel_features(c) for c in test]
+    return np.array([forest.predict(f.reshape(-1, f.shape[-1])).sum() for f in counted])
 
 
 # -- (c), (d), (e): the network ------------------------------------------------------------
