@@ -25,12 +25,11 @@ import argparse
 import json
 
 import numpy as np
-import torch
 
 from napari_twinvae.core.chambers import check_regions
 from napari_twinvae.core.device import select_device
 from napari_twinvae.core.inputs import checkpoint_of, crops_of, frames_of
-from napari_twinvae.core.model_view import reconstruct, translate
+from napari_twinvae.core.model_view import decode_crops, reconstruct, translate
 from napari_twinvae.core.pretrain import synthetic_test_sets
 from napari_twinvae.core.synthetic import PRESETS, synthetic_timeseries
 
@@ -44,18 +43,6 @@ def crops_read(frames, checkpoint) -> np.ndarray:
     boxes = check_regions(None, stack.shape[1:])
     crops = crops_of(stack, boxes, checkpoint.normalization, range(len(stack)))
     return crops.reshape(-1, *crops.shape[-2:])
-
-
-def decoded(model, images: np.ndarray, twin: str, batch: int = 128) -> np.ndarray:
-    """Images (N, 128, 128) as they are through one twin's encoder (its mean code) and decoder."""
-    device = next(model.parameters()).device
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(images), batch):
-            x = torch.from_numpy(np.ascontiguousarray(images[i : i + batch], np.float32))
-            mu, _ = model.encode(x[:, None].to(device), twin)
-            out.append(model.decode(mu, twin)[:, 0].float().cpu().numpy())
-    return np.concatenate(out)
 
 
 def agreement(views: np.ndarray, crops: np.ndarray) -> dict:
@@ -83,9 +70,10 @@ def main(argv=None) -> int:
     checkpoint = checkpoint_of(args.model, select_device(args.device))
     report: dict[str, dict] = {}
     model = checkpoint.model.eval()
+    device = next(model.parameters()).device
     for (preset, kind), (images, _) in synthetic_test_sets(args.n, TEST_SEED).items():
         if kind == "clean":
-            views = decoded(model, images, "synthetic")
+            views = decode_crops(model, images, "synthetic", "synthetic", 128, device)
             report[f"{preset}_{kind}"] = agreement(views, images)
         else:
             views = reconstruct(images, checkpoint, device=args.device)[:, 0]

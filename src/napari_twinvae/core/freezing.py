@@ -54,6 +54,12 @@ def parameter_part(name: str) -> str:
     raise ValueError(f"{name} belongs to neither the core nor the outer layers")
 
 
+def _block(parts: list[str]) -> int:
+    """The layer block of an ``encoders``/``decoders`` parameter name split at its dots: their
+    modules come in (layer, norm/activation, ...) threes."""
+    return int(parts[2]) // 3
+
+
 def thaw_stage(name: str) -> int:
     """The thaw stage (0-4) in which a parameter starts to train: from the inside out."""
     parts = name.split(".")
@@ -61,7 +67,7 @@ def thaw_stage(name: str) -> int:
         return 0  # the counting heads first
     if parts[0] in ("shared_encoder", "shared_decoder"):
         return 1
-    block = int(parts[2]) // 3  # modules come in (layer, norm/activation, ...) threes
+    block = _block(parts)
     depth = (3 - block) if parts[0] == "encoders" else block  # 0 = next to the core
     return 2 + min(depth, 2)
 
@@ -70,8 +76,7 @@ def _on_density_path(name: str) -> bool:
     parts = name.split(".")
     if parts[0] == "density_head":
         return True
-    # encoders.<twin>.<module>: modules come in (convolution, activation, dropout) threes
-    return parts[0] == "encoders" and int(parts[2]) // 3 < DensityHead.DEPTH
+    return parts[0] == "encoders" and _block(parts) < DensityHead.DEPTH
 
 
 def frozen_parameters(model: nn.Module, freeze: str, fraction: float = 0.0) -> set[str]:

@@ -27,7 +27,7 @@ from napari_twinvae.core.model import DOMAINS, TwinVAE
 from napari_twinvae.core.predict import DEFAULT_BATCH_SIZE
 
 
-def _decode_crops(
+def decode_crops(
     model: TwinVAE, crops: np.ndarray, encoder: str, decoder: str, batch_size: int, device
 ) -> np.ndarray:
     """Crops (N, 128, 128) -> encode with twin ``encoder``, decode mu with twin ``decoder``."""
@@ -53,7 +53,7 @@ def _model_view(
     out = np.empty((stack.shape[0], len(boxes), IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
     for start, stop, part in frame_batches(stack, None, len(boxes), batch_size):
         crops = crops_of(part, boxes, ckpt.normalization, range(start, stop))
-        decoded = _decode_crops(
+        decoded = decode_crops(
             model, crops.reshape(-1, IMAGE_SIZE, IMAGE_SIZE), encoder, decoder, batch_size, target
         )
         out[start:stop] = decoded.reshape(crops.shape)
@@ -165,7 +165,7 @@ class ModelView:
             crops = crops_of(
                 self._stack[t : t + 1], self._regions, self._checkpoint.normalization, [t]
             )[0]
-            decoded = _decode_crops(model, crops, "natural", self.decoder, len(crops), device)
+            decoded = decode_crops(model, crops, "natural", self.decoder, len(crops), device)
             image = place_crops(decoded, self._regions, self._stack.shape[1:])
             self._cache[t] = image
             while len(self._cache) > self._cache_frames:

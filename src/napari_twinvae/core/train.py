@@ -89,14 +89,10 @@ class TrainConfig(JsonConfig):
                 f"freeze={self.freeze!r} needs a trained start model; a model trained from "
                 "scratch has nothing worth keeping fixed"
             )
-        if self.freeze == "counting" and not self.decoder:
+        if self.freeze in ("counting", "density") and not self.decoder:
             raise ValueError(
-                "freeze='counting' trains only the decoders; it needs the decoders switched on"
-            )
-        if self.freeze == "density" and not self.decoder:
-            raise ValueError(
-                "freeze='density' trains the layers behind a density head for the decoders; "
-                "it needs the decoders switched on"
+                f"freeze={self.freeze!r} keeps the counts and trains for the decoders; it needs "
+                "the decoders switched on"
             )
         if self.schedule not in SCHEDULES:
             raise ValueError(
